@@ -1,0 +1,68 @@
+"""Assembles the REST API: routes, authentication, body limits and error rendering.
+
+Layers, outermost first: ErrorMiddleware (any escaped error -> Status body),
+BodyLimitMiddleware (413 past ``max_body_bytes``), BearerAuthMiddleware (401 unless
+the route is public), then Starlette's routing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+import protocol.kinds  # noqa: F401  (registers every kind before the routes are built)
+from cloudcore.api.auth_routes import AuthRoutes, JoinTokenIssuer
+from cloudcore.api.authn import BearerAuthMiddleware
+from cloudcore.api.body import BodyLimitMiddleware
+from cloudcore.api.errors import ErrorMiddleware, http_exception_handler
+from cloudcore.api.objects import ObjectRoutes
+from cloudcore.api.openapi import build_openapi
+from cloudcore.auth import TokenAuth
+from cloudcore.store.base import Store
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def build_api(
+    store: Store,
+    auth: TokenAuth,
+    join_tokens: JoinTokenIssuer,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    max_body_bytes: int = 1_048_576,
+) -> Starlette:
+    """The API as an ASGI app.  ``extra_routes`` (join, CA download) are public: they
+    are matched before the token check and before the resource routes."""
+    openapi_body = json.dumps(build_openapi()).encode()
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
+
+    public: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *extra_routes,
+    ]
+    routes: list[BaseRoute] = [
+        *public,
+        *AuthRoutes(auth, join_tokens).routes(),
+        *ObjectRoutes(store).routes(),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(ErrorMiddleware),
+            Middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes),
+            Middleware(BearerAuthMiddleware, auth=auth, public_routes=public),
+        ],
+        exception_handlers={HTTPException: http_exception_handler},
+    )

@@ -1,0 +1,90 @@
+"""Request bodies: a size cap enforced while reading, and JSON decoding.
+
+The cap is checked twice: against ``Content-Length`` before anything is read (so a
+client announcing a huge body is refused at once), and against the bytes actually
+received (so a chunked or lying client cannot get past it).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from protocol.errors import BadRequest, TooLarge
+
+
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"request body is larger than the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise BadRequest(f"Content-Length {declared!r} is not a number") from None
+            if size > limit:
+                raise _too_large(limit)
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+async def read_json(request: Request, *, required: bool = True) -> Any:
+    """The request body decoded as JSON; :class:`BadRequest` if it is not JSON.
+    An empty body is ``None`` when not ``required``."""
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise BadRequest("request body is empty; expected a JSON object")
+        return None
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal with thousands of digits
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; accepting them would store objects that no
+    # strict JSON client can read back.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+async def read_json_object(request: Request, *, required: bool = True) -> dict[str, Any] | None:
+    body = await read_json(request, required=required)
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body

@@ -1,0 +1,174 @@
+"""cloudcore's composition root: the only place that wires components together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from certs.ca import ensure_server_cert, load_or_create_ca, make_token_secret
+from certs.tls import server_context
+from certs.tokens import parse_ttl
+from cloudcore.api.app import build_api
+from cloudcore.auth import Role, TokenAuth
+from cloudcore.config import CloudConfig, split_hostport
+from cloudcore.dispatch import Dispatcher
+from cloudcore.hub import Hub, HubConfig
+from cloudcore.join import JoinService
+from cloudcore.nodes import NodeLifecycle, NodeLifecycleConfig
+from cloudcore.store.sqlite import SqliteStore
+from efctl.config import write_efctl_config
+from protocol.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+EFCTL_FILE = "efctl.yaml"
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside our own loop: cloudcore owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _TlsConfig(uvicorn.Config):
+    """uvicorn builds its own SSLContext from file names; ours enforces TLS >= 1.2
+    with ECDHE + AEAD suites only, so swap it in after uvicorn's load()."""
+
+    def __init__(self, app: Any, ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._our_ssl = ssl_context
+
+    def load(self) -> None:
+        super().load()
+        self.ssl = self._our_ssl
+
+
+class CloudCore:
+    def __init__(self, cfg: CloudConfig) -> None:
+        self.cfg = cfg
+        self.data_dir = cfg.dataDir
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.hub: Hub | None = None
+        self.api_port = 0
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        pki = self.data_dir / "pki"
+        ca = await asyncio.to_thread(load_or_create_ca, pki)
+        hub_host, hub_port = split_hostport(cfg.hubListen, "hubListen")
+        api_host, api_port = split_hostport(cfg.apiListen, "apiListen")
+        sans = [*cfg.advertiseAddresses, socket.gethostname()]
+        server_crt, server_key = await asyncio.to_thread(ensure_server_cert, pki, ca, sans)
+        token_secret = make_token_secret(pki)
+
+        store = SqliteStore.open(self.data_dir / "store.db")
+        auth = TokenAuth.open(self.data_dir / "auth.db")
+        dispatcher = Dispatcher(store)
+        lifecycle = NodeLifecycle(store, NodeLifecycleConfig(
+            grace_seconds=cfg.nodes.gracePeriodSeconds,
+            status_update_interval=cfg.nodes.statusUpdateSeconds,
+            check_interval=min(1.0, cfg.nodes.gracePeriodSeconds / 4),
+        ))
+        join = JoinService(
+            ca=ca, token_secret=token_secret, store=store, hub_port=hub_port,
+            node_cert_validity=parse_ttl(cfg.nodes.certValidity),
+            clock_skew=timedelta(seconds=cfg.nodes.clockSkewSeconds),
+            on_joined=lifecycle.register,
+        )
+
+        async def node_exists(node: str) -> bool:
+            try:
+                await store.get("Node", None, node)
+                return True
+            except NotFound:
+                return False
+
+        hub = Hub(
+            HubConfig(
+                host=hub_host, port=hub_port, max_frame_bytes=cfg.hub.maxFrameBytes,
+                messages_per_second=cfg.hub.messagesPerSecond, message_burst=cfg.hub.messageBurst,
+                ack_timeout=cfg.hub.ackTimeoutSeconds, window=cfg.hub.window,
+            ),
+            server_context(server_crt, server_key, pki / "ca.crt", require_client_cert=True),
+            store, dispatcher,
+            on_heartbeat=lifecycle.heartbeat, sign_csr=join.sign_renewal,
+            is_node_allowed=node_exists,
+        )
+        self.hub = hub
+        api = build_api(store, auth, join, extra_routes=join.routes())
+        api_ssl = server_context(server_crt, server_key, None, require_client_cert=False)
+        server = _EmbeddedUvicorn(_TlsConfig(
+            api, api_ssl, host=api_host, port=api_port, log_level="warning",
+            lifespan="off", access_log=False, server_header=False,
+            # uvicorn only enables TLS when it sees certificate files; ours replace them.
+            ssl_certfile=str(server_crt), ssl_keyfile=str(server_key),
+        ))
+        try:
+            await dispatcher.start()
+            await lifecycle.start()
+            await hub.start()
+            api_task = asyncio.create_task(server.serve(), name="api")
+            while not server.started:
+                if api_task.done():
+                    await api_task  # surfaces a bind error
+                    raise RuntimeError("the API server stopped during start-up")
+                await asyncio.sleep(0.02)
+            self.api_port = server.servers[0].sockets[0].getsockname()[1]
+            self._write_admin_config(auth, ca.cert_pem, api_host, self.api_port)
+            log.info("cloudcore serving: hub wss://%s:%d, API https://%s:%d, data %s",
+                     hub_host, hub.port, api_host, self.api_port, self.data_dir)
+            self.ready.set()
+            stopper = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({api_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+        finally:
+            server.should_exit = True
+            await hub.stop()
+            await lifecycle.stop()
+            await dispatcher.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await api_task
+            await store.close()
+            auth.close()
+            log.info("cloudcore stopped")
+
+    def _write_admin_config(self, auth: TokenAuth, ca_pem: bytes, host: str, port: int) -> None:
+        path = self.data_dir / EFCTL_FILE
+        if path.exists():
+            return
+        # First start, or the file was removed: mint an admin token under a fresh name.
+        name = "admin"
+        suffix = 1
+        while auth.exists(name):
+            suffix += 1
+            name = f"admin-{suffix}"
+        token = auth.create(name, Role.ADMIN)
+        address = self.cfg.advertiseAddresses[0] if self.cfg.advertiseAddresses else (
+            "127.0.0.1" if host in ("0.0.0.0", "::", "") else host)
+        server = f"https://{address}:{port}"
+        if ":" in address and not address.startswith("["):
+            server = f"https://[{address}]:{port}"
+        write_efctl_config(path, server, ca_pem.decode(), token)
+        log.info("wrote the admin client configuration to %s (mode 0600)", path)
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".edgefleet" / "cloud"

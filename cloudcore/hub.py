@@ -1,0 +1,285 @@
+"""The cloud end of the link: ``wss://:10000`` with mutual TLS.
+
+One websocket per node.  The node's identity is the CN of the client certificate the
+TLS layer verified; nothing the node says overrides it.  A session:
+
+1. waits for the edge's ``sync`` (what it holds) and hands it to the dispatcher, which
+   queues exactly the difference;
+2. writes due envelopes from the node's :class:`~protocol.downstream.DownstreamQueue`
+   (new versions, and resends of unacked ones) and feeds ``ack`` frames back to it;
+3. handles upstream frames — heartbeats, status writes the node is allowed to make,
+   certificate renewals — each answered with ``ack`` or ``error``.
+
+A malformed, oversized or rate-limited frame gets an ``error`` envelope and a log line;
+the link stays up.  A node that connects again replaces its old session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from certs.tls import peer_common_name
+from cloudcore.dispatch import Dispatcher
+from cloudcore.store.base import Store
+from protocol import envelope as wire
+from protocol.downstream import DownstreamQueue
+from protocol.envelope import Envelope, Op
+from protocol.errors import (
+    BadRequest,
+    EdgefleetError,
+    Forbidden,
+    FrameDecodeError,
+    NotFound,
+    RateLimited,
+    TooLarge,
+)
+from protocol.ratelimit import TokenBucket
+from protocol.resources import REGISTRY, validate_status
+
+log = logging.getLogger(__name__)
+
+CLOSE_REPLACED = 4000
+CLOSE_UNKNOWN_NODE = 4003
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    host: str = "0.0.0.0"
+    port: int = 10000
+    max_frame_bytes: int = 1_048_576
+    messages_per_second: float = 50.0
+    message_burst: int = 200
+    ack_timeout: float = 5.0
+    window: int = 256
+    sync_timeout: float = 30.0
+
+
+def shrink_tls_read_buffers(size: int = 16 * 1024) -> None:
+    """asyncio allocates a zero-filled 256 KiB read buffer for every TLS connection
+    (``SSLProtocol.max_size``): ~300 KB of RSS per connected node.  16 KiB holds a
+    full TLS record and cut it to ~64 KB per node with no functional change
+    (shared/reference/libcheck.md, gotcha 5).  The attribute is private, hence the
+    guard: on an asyncio without it nothing changes."""
+    import asyncio.sslproto as sslproto
+
+    if hasattr(sslproto.SSLProtocol, "max_size"):
+        sslproto.SSLProtocol.max_size = size
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# Status writes a node may make: the kind, and whether the object belongs to it.
+StatusOwnership = Callable[[str, dict[str, Any]], bool]
+STATUS_OWNERS: dict[str, StatusOwnership] = {
+    "Node": lambda node, obj: obj["metadata"]["name"] == node,
+    "Device": lambda node, obj: (obj.get("spec") or {}).get("nodeName") == node,
+}
+
+
+class NodeSession:
+    def __init__(self, node: str, ws: ServerConnection, cfg: HubConfig) -> None:
+        self.node = node
+        self.ws = ws
+        self.queue = DownstreamQueue(ack_timeout=cfg.ack_timeout, window=cfg.window)
+        self._wake = asyncio.Event()
+        self.bucket = TokenBucket(cfg.messages_per_second, cfg.message_burst)
+        self.synced = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def send(self, env: Envelope) -> None:
+        await self.ws.send(wire.encode(env))
+
+    async def error(self, exc: EdgefleetError, parent: str | None) -> None:
+        body = wire.ErrorBody(code=exc.code, reason=exc.reason, message=exc.message,
+                              field=exc.field)
+        await self.send(wire.make(Op.ERROR, ts=now_ms(), parent_id=parent,
+                                  body=body.model_dump(exclude_none=True)))
+
+    async def write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            now = loop.time()
+            for env in self.queue.due(now, now_ms()):
+                await self.send(env)
+            deadline = self.queue.next_deadline()
+            timeout = None if deadline is None else max(0.05, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+class Hub:
+    def __init__(
+        self,
+        cfg: HubConfig,
+        ssl_context: ssl.SSLContext,
+        store: Store,
+        dispatcher: Dispatcher,
+        *,
+        on_heartbeat: Callable[[str, wire.HeartbeatBody], Awaitable[None]],
+        sign_csr: Callable[[bytes, str], bytes],
+        is_node_allowed: Callable[[str], Awaitable[bool]],
+    ) -> None:
+        self.cfg = cfg
+        self._ssl = ssl_context
+        self._store = store
+        self._dispatcher = dispatcher
+        self._on_heartbeat = on_heartbeat
+        self._sign_csr = sign_csr
+        self._is_node_allowed = is_node_allowed
+        self.sessions: dict[str, NodeSession] = {}
+        self._server: Server | None = None
+        self.frames_rejected = 0
+
+    async def start(self) -> None:
+        shrink_tls_read_buffers()
+        self._server = await serve(
+            self._handle,
+            self.cfg.host,
+            self.cfg.port,
+            ssl=self._ssl,
+            # Oversized frames are answered with an error envelope below; only frames
+            # far beyond the limit make the websocket layer close the connection.
+            max_size=self.cfg.max_frame_bytes * 4,
+            compression=None,  # per-connection zlib state costs ~300 KB/node
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        sock = next(iter(self._server.sockets))
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def disconnect(self, node: str, reason: str) -> None:
+        session = self.sessions.get(node)
+        if session is not None:
+            await session.ws.close(CLOSE_UNKNOWN_NODE, reason)
+
+    # ---- one connection ----------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        peercert = ws.transport.get_extra_info("peercert") if ws.transport else None
+        node = peer_common_name(peercert) if peercert else None
+        if not node:
+            await ws.close(CLOSE_UNKNOWN_NODE, "client certificate has no common name")
+            return
+        if not await self._is_node_allowed(node):
+            log.warning("refused link from %s: no such node (deleted or never joined)", node)
+            await ws.close(CLOSE_UNKNOWN_NODE, f"node {node} is not registered; join again")
+            return
+        old = self.sessions.get(node)
+        session = NodeSession(node, ws, self.cfg)
+        self.sessions[node] = session
+        if old is not None:
+            log.info("node %s connected again; replacing its previous session", node)
+            self._dispatcher.detach(old)
+            await old.ws.close(CLOSE_REPLACED, "replaced by a newer session of this node")
+        log.info("node %s connected from %s", node, ws.remote_address)
+        writer: asyncio.Task[None] | None = None
+        try:
+            async for frame in ws:
+                await self._on_frame(session, frame)
+                if writer is None and session.synced.is_set():
+                    writer = asyncio.create_task(session.write_loop(), name=f"hub-write-{node}")
+        except ConnectionClosed:
+            pass
+        finally:
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await writer
+            self._dispatcher.detach(session)
+            if self.sessions.get(node) is session:
+                del self.sessions[node]
+            log.info("node %s disconnected", node)
+
+    async def _on_frame(self, session: NodeSession, frame: str | bytes) -> None:
+        parent: str | None = None
+        try:
+            if len(frame) > self.cfg.max_frame_bytes:
+                raise TooLarge(f"frame of {len(frame)} bytes exceeds the limit of "
+                               f"{self.cfg.max_frame_bytes}")
+            env = wire.decode(frame)
+            parent = env.id
+            if env.op is Op.ACK:
+                if env.parent_id:
+                    session.queue.ack(env.parent_id)
+                    if session.queue.has_unsent():
+                        session.wake()
+                return
+            if not session.bucket.allow(asyncio.get_running_loop().time()):
+                raise RateLimited(f"node {session.node} exceeds "
+                                  f"{self.cfg.messages_per_second:g} messages/s")
+            await self._dispatch_upstream(session, env)
+        except EdgefleetError as exc:
+            self.frames_rejected += 1
+            log.warning("node %s: rejected frame: %s", session.node, exc)
+            await session.error(exc, parent)
+
+    async def _dispatch_upstream(self, session: NodeSession, env: Envelope) -> None:
+        if env.op is Op.SYNC:
+            sync = wire.decode_body(env, wire.SyncBody)
+            ups, dels = self._dispatcher.attach(session, sync.holdings)
+            log.info("node %s resync: holds %d objects; sending %d upserts, %d deletes",
+                     session.node, len(sync.holdings), ups, dels)
+            session.synced.set()
+            await session.send(wire.make(Op.SYNC_DONE, ts=now_ms(), parent_id=env.id,
+                                         body={"upserts": ups, "deletes": dels}))
+        elif env.op is Op.HEARTBEAT:
+            await self._on_heartbeat(session.node, wire.decode_body(env, wire.HeartbeatBody))
+        elif env.op is Op.STATUS:
+            await self._write_status(session, env)
+            await session.send(wire.make(Op.ACK, ts=now_ms(), parent_id=env.id))
+        elif env.op is Op.CSR:
+            csr = wire.decode_body(env, wire.CsrBody)
+            cert = self._sign_csr(csr.csr.encode(), session.node)
+            log.info("renewed the certificate of node %s", session.node)
+            await session.send(wire.make(Op.CERT, ts=now_ms(), parent_id=env.id,
+                                         body={"certificate": cert.decode()}))
+        else:
+            raise BadRequest(f"operation {env.op.value!r} is not accepted from an edge",
+                             field="op")
+
+    async def _write_status(self, session: NodeSession, env: Envelope) -> None:
+        if env.ref is None:
+            raise BadRequest("a status write needs ref", field="ref")
+        owner = STATUS_OWNERS.get(env.ref.kind)
+        if owner is None:
+            raise Forbidden(f"nodes may not write the status of {env.ref.kind} objects",
+                            field="ref.kind")
+        info = REGISTRY.by_kind(env.ref.kind)
+        body = wire.decode_body(env, wire.StatusBody)
+        try:
+            obj = await self._store.get(info.kind, env.ref.namespace, env.ref.name)
+        except NotFound:
+            raise NotFound(f"{env.ref.key} does not exist", field="ref") from None
+        if not owner(session.node, obj):
+            raise Forbidden(f"node {session.node} may not write the status of {env.ref.key}",
+                            field="ref")
+        status = validate_status(info, body.status)
+        await self._store.update_status(info.kind, env.ref.namespace, env.ref.name, status)
+
+
+__all__ = ["CLOSE_REPLACED", "CLOSE_UNKNOWN_NODE", "FrameDecodeError", "Hub", "HubConfig"]

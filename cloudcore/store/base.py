@@ -1,0 +1,92 @@
+"""The store interface every backend implements.
+
+Semantics (the same for sqlite and, later, etcd):
+
+* One monotonic ``resourceVersion`` counter per store.  Every create, update, status
+  update and delete takes the next value; it is a decimal string on objects and an
+  ``int`` in this interface.
+* ``metadata.uid`` (uuid4) and ``metadata.creationTimestamp`` (RFC 3339, UTC) are set at
+  creation and never change; ``metadata.generation`` starts at 1 and grows by one each
+  time ``spec`` changes.
+* Users write ``spec``/``metadata.labels``/``metadata.annotations`` through
+  :meth:`Store.apply`; the stored ``status`` is kept as it was.  Only the system writes
+  ``status``, through :meth:`Store.update_status`.
+* Optimistic concurrency: a write carrying ``expected_rv`` (or a non-empty
+  ``metadata.resourceVersion`` for :meth:`Store.apply`) that is not the stored one
+  raises :class:`~protocol.errors.Conflict` and changes nothing.
+* :meth:`Store.watch` yields every change with a resourceVersion greater than
+  ``from_rv``, in order, first from the history and then live.  History older than the
+  compaction point raises :class:`~protocol.errors.Gone`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from protocol.selectors import Selector
+
+
+class EventType(StrEnum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: EventType
+    object: dict[str, Any]  # for DELETED: the last state, with the delete's resourceVersion
+    rv: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type.value, "object": self.object}
+
+
+class Store(Protocol):
+    async def apply(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the object, or update spec, labels and annotations of an existing
+        one.  Returns the stored object and whether it was created.  ``obj`` is
+        already validated; ``metadata.resourceVersion``, when non-empty, is a
+        precondition.  An update that changes nothing returns the stored object
+        unchanged (no new resourceVersion)."""
+        ...
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create only; :class:`~protocol.errors.AlreadyExists` if the key is taken."""
+        ...
+
+    async def update_status(
+        self, kind: str, namespace: str | None, name: str, status: dict[str, Any],
+        expected_rv: int | None = None,
+    ) -> dict[str, Any]:
+        ...
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+        ...
+
+    async def list(
+        self, kind: str, namespace: str | None = None, selector: Selector | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Objects of ``kind`` (all namespaces when ``namespace`` is None) matching the
+        label selector, sorted by namespace and name, and the store's current
+        resourceVersion (a watch from it misses nothing)."""
+        ...
+
+    async def delete(
+        self, kind: str, namespace: str | None, name: str, expected_rv: int | None = None,
+    ) -> dict[str, Any]:
+        """Remove the object; returns its last state carrying the delete's new
+        resourceVersion."""
+        ...
+
+    def watch(self, from_rv: int, kinds: frozenset[str] | None = None) -> AsyncIterator[WatchEvent]:
+        ...
+
+    def current_rv(self) -> int:
+        ...
+
+    async def close(self) -> None:
+        ...

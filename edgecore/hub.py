@@ -1,0 +1,307 @@
+"""The edge end of the link.
+
+Connects to ``wss://cloud:10000`` with the node's certificate, and on every
+connection:
+
+* reports what its cache holds (``sync``) — the cloud answers with exactly the
+  difference;
+* applies each ``upsert``/``delete`` durably in the meta cache and only then acks it
+  (a version older than the one held is acked but not applied);
+* drains the outbox upstream in order, removing each entry when the cloud acks it,
+  resending everything unacked after the ack timeout;
+* sends a heartbeat with the node's status every ``heartbeatSeconds``;
+* renews the node certificate over the link at 70-90 % of its lifetime.
+
+Reconnects use exponential backoff with jitter, capped (30 s by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from certs.tls import client_context
+from edgecore.certstate import CertState, install_certificate, load_state
+from edgecore.config import EdgeConfig, EdgePaths
+from edgecore.meta import MetaCache
+from edgecore.nodeinfo import node_status
+from edgecore.outbox import Outbox
+from protocol import envelope as wire
+from protocol.backoff import reconnect_delay
+from protocol.envelope import Envelope, Op
+from protocol.errors import EdgefleetError, FrameDecodeError
+
+log = logging.getLogger(__name__)
+
+CLOSE_REPLACED = 4000
+CLOSE_UNKNOWN_NODE = 4003
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class HubClient:
+    def __init__(self, cfg: EdgeConfig, paths: EdgePaths, cache: MetaCache, outbox: Outbox,
+                 *, rand: Callable[[], float] = random.random) -> None:
+        self.cfg = cfg
+        self.paths = paths
+        self.cache = cache
+        self.outbox = outbox
+        self._rand = rand
+        self.connected = asyncio.Event()
+        self.synced = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        self._ws: ClientConnection | None = None
+        self._csr: tuple[str, bytes] | None = None  # (envelope id, key PEM) awaiting a cert
+        self.renewals = 0
+
+    # ---- public -------------------------------------------------------------------------
+
+    def notify_outbox(self) -> None:
+        """Something was put in the outbox: drain it now if connected."""
+        self._outbox_wake.set()
+
+    async def run(self) -> None:
+        attempt = 0
+        last_error = ""
+        while True:
+            try:
+                ctx = self._tls()
+                async with connect(
+                    self.cfg.hub, ssl=ctx, max_size=self.cfg.link.maxFrameBytes * 4,
+                    compression=None, ping_interval=20, ping_timeout=20, open_timeout=10,
+                    close_timeout=5,
+                ) as ws:
+                    attempt = 0
+                    last_error = ""
+                    await self._session(ws)
+            except asyncio.CancelledError:
+                raise
+            except ConnectionClosed as exc:
+                last_error = self._describe_close(exc)
+                log.warning("link to %s closed: %s", self.cfg.hub, last_error)
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ssl.SSLError,
+                    EdgefleetError) as exc:
+                message = self._describe_failure(exc)
+                if message != last_error:
+                    log.warning("cannot reach the cloud at %s: %s (retrying with backoff)",
+                                self.cfg.hub, message)
+                last_error = message
+            finally:
+                self._ws = None
+                self.connected.clear()
+                self.synced.clear()
+            delay = reconnect_delay(attempt, self._rand(), base=self.cfg.link.reconnectBaseSeconds,
+                                    cap=self.cfg.link.reconnectCapSeconds)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    # ---- connection ---------------------------------------------------------------------
+
+    def _tls(self) -> ssl.SSLContext:
+        state = load_state(self.paths.pki)
+        if state.not_after <= datetime.now(UTC):
+            log.error(
+                "the node certificate expired at %s; the cloud will refuse it. Re-join with a "
+                "new token: efctl token create, then edgecore join --token … --data-dir %s",
+                state.notAfter, self.paths.root,
+            )
+        pki = self.paths.pki
+        return client_context(self.paths.ca, pki / state.cert, pki / state.key)
+
+    def _describe_close(self, exc: ConnectionClosed) -> str:
+        rcvd = exc.rcvd
+        if rcvd is not None and rcvd.code == CLOSE_UNKNOWN_NODE:
+            return f"the cloud refused this node: {rcvd.reason}"
+        if rcvd is not None and rcvd.code == CLOSE_REPLACED:
+            return "another edgecore connected with this node's identity"
+        return str(exc)
+
+    def _describe_failure(self, exc: BaseException) -> str:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"the cloud's certificate did not verify against our CA: {exc.verify_message}"
+        return f"{type(exc).__name__}: {exc}"
+
+    async def _session(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self.connected.set()
+        log.info("connected to %s as node %s", self.cfg.hub, self.cfg.nodeName)
+        holdings = self.cache.holdings()
+        await self._send(wire.make(Op.SYNC, ts=now_ms(), body={"holdings": holdings}))
+        tasks = [
+            asyncio.create_task(self._heartbeats(ws), name="edge-heartbeat"),
+            asyncio.create_task(self._drain_outbox(), name="edge-outbox"),
+            asyncio.create_task(self._renewal(), name="edge-cert-renewal"),
+        ]
+        try:
+            async for frame in ws:
+                await self._on_frame(frame)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await task
+
+    async def _send(self, env: Envelope) -> None:
+        if self._ws is None:
+            raise ConnectionError("not connected")
+        await self._ws.send(wire.encode(env))
+
+    # ---- downstream ---------------------------------------------------------------------
+
+    async def _on_frame(self, frame: str | bytes) -> None:
+        try:
+            env = wire.decode(frame)
+        except FrameDecodeError as exc:
+            log.warning("malformed frame from the cloud ignored: %s", exc)
+            return
+        try:
+            if env.op is Op.UPSERT:
+                self._apply_upsert(env)
+                await self._send(wire.make(Op.ACK, ts=now_ms(), parent_id=env.id))
+            elif env.op is Op.DELETE:
+                if env.ref is None:
+                    raise FrameDecodeError("delete without ref", field="ref")
+                self.cache.delete(env.ref.kind, env.ref.namespace, env.ref.name, env.rv)
+                await self._send(wire.make(Op.ACK, ts=now_ms(), parent_id=env.id))
+            elif env.op is Op.SYNC_DONE:
+                done = wire.decode_body(env, wire.SyncDoneBody)
+                self.cache.prune_tombstones()
+                log.info("resync with the cloud: %d upserts and %d deletes to apply",
+                         done.upserts, done.deletes)
+                self.synced.set()
+            elif env.op is Op.ACK:
+                if env.parent_id and self.outbox.remove(env.parent_id):
+                    self._outbox_wake.set()
+            elif env.op is Op.ERROR:
+                self._on_error(env)
+            elif env.op is Op.CERT:
+                await self._on_cert(env)
+            else:
+                raise FrameDecodeError(f"unexpected operation {env.op.value!r} from the cloud",
+                                       field="op")
+        except EdgefleetError as exc:
+            log.warning("refused %s from the cloud: %s", env.op.value, exc)
+            error = wire.ErrorBody(code=exc.code, reason=exc.reason, message=exc.message,
+                                   field=exc.field)
+            await self._send(wire.make(Op.ERROR, ts=now_ms(), parent_id=env.id,
+                                       body=error.model_dump(exclude_none=True)))
+
+    def _apply_upsert(self, env: Envelope) -> None:
+        obj = env.body
+        if env.ref is None or not isinstance(obj, dict):
+            raise FrameDecodeError("upsert needs ref and an object body", field="body")
+        meta = obj.get("metadata") or {}
+        if (obj.get("kind"), meta.get("namespace"), meta.get("name")) != (
+            env.ref.kind, env.ref.namespace, env.ref.name
+        ) or str(meta.get("resourceVersion")) != env.resource_version:
+            raise FrameDecodeError("upsert body does not match its ref", field="body")
+        self.cache.upsert(obj)
+
+    def _on_error(self, env: Envelope) -> None:
+        try:
+            body = wire.decode_body(env, wire.ErrorBody)
+        except FrameDecodeError:
+            log.warning("the cloud sent an unreadable error: %r", env.body)
+            return
+        if env.parent_id and body.code == 429:
+            return  # rate limited: the entry stays in the outbox and is resent later
+        if env.parent_id and self.outbox.remove(env.parent_id):
+            log.error("the cloud refused an upstream message (%s): %s", body.reason, body.message)
+            self._outbox_wake.set()
+        else:
+            log.warning("error from the cloud: %s: %s", body.reason, body.message)
+
+    # ---- upstream -----------------------------------------------------------------------
+
+    async def _heartbeats(self, ws: ClientConnection) -> None:
+        local_ip = ws.local_address[0] if ws.local_address else None
+        while True:
+            status = node_status(self.paths.root, local_ip)
+            await self._send(wire.make(
+                Op.HEARTBEAT, ts=now_ms(),
+                body={"status": status.model_dump(exclude_none=True)},
+            ))
+            await asyncio.sleep(self.cfg.link.heartbeatSeconds)
+
+    async def _drain_outbox(self) -> None:
+        """Send outbox entries in order, at most ``outboxWindow`` unacked at a time.
+        After an ack timeout everything still in the outbox is sent again (status
+        writes are idempotent, so a duplicate is harmless, a loss is not)."""
+        timeout = self.cfg.link.ackTimeoutSeconds
+        window = self.cfg.link.outboxWindow
+        loop = asyncio.get_running_loop()
+        last_seq = 0
+        oldest_unacked: float | None = None
+        prev_inflight = 0
+        while True:
+            self._outbox_wake.clear()
+            if oldest_unacked is not None and loop.time() - oldest_unacked >= timeout:
+                last_seq, oldest_unacked = 0, None  # resend from the start
+            inflight = self.outbox.count_upto(last_seq)
+            if inflight < prev_inflight:  # acks arrived: progress, restart the ack timer
+                oldest_unacked = loop.time() if inflight else None
+            entries = self.outbox.peek(last_seq, window - inflight) if inflight < window else []
+            for entry in entries:
+                await self._send(entry.envelope(now_ms()))
+                last_seq = entry.seq
+                if oldest_unacked is None:
+                    oldest_unacked = loop.time()
+            prev_inflight = self.outbox.count_upto(last_seq)
+            if prev_inflight == 0:
+                oldest_unacked = None
+            wait = None if oldest_unacked is None else max(
+                0.05, oldest_unacked + timeout - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_wake.wait(), wait)
+
+    # ---- certificate renewal -------------------------------------------------------------
+
+    async def _renewal(self) -> None:
+        state = load_state(self.paths.pki)
+        delay = (state.renew_at - datetime.now(UTC)).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        from certs.csr import new_node_key_and_csr  # loaded only when renewing
+
+        key_pem, csr_pem = await asyncio.to_thread(new_node_key_and_csr, self.cfg.nodeName)
+        env = wire.make(Op.CSR, ts=now_ms(), body={"csr": csr_pem.decode()})
+        self._csr = (env.id, key_pem)
+        log.info("renewing the node certificate (valid until %s)", state.notAfter)
+        await self._send(env)
+
+    async def _on_cert(self, env: Envelope) -> None:
+        if self._csr is None or env.parent_id != self._csr[0]:
+            raise FrameDecodeError("certificate without a pending request", field="parent_id")
+        body = wire.decode_body(env, wire.CertBody)
+        from certs.csr import cert_validity
+
+        cert_pem = body.certificate.encode()
+        not_before, not_after = cert_validity(cert_pem)
+        state: CertState = install_certificate(self.paths.pki, cert_pem, self._csr[1],
+                                               not_before, not_after)
+        self._csr = None
+        self.renewals += 1
+        log.info("installed a renewed node certificate valid until %s (next renewal %s); "
+                 "reconnecting with it", state.notAfter, state.renewAt)
+        if self._ws is not None:
+            await self._ws.close(1000, "certificate renewed")
+
+    # ---- used by components that report upstream --------------------------------------
+
+    def report_status(self, ref: wire.ObjectRef, status: dict[str, Any]) -> None:
+        """Queue the latest status of an object for the cloud (coalesced per object)."""
+        self.outbox.put(Op.STATUS, ref, {"status": status}, coalesce_key=f"status/{ref.key}")
+        self.notify_outbox()

@@ -1,0 +1,168 @@
+"""The one frame type on the cloud-edge link.
+
+Every websocket text frame carries exactly one JSON ``Envelope``::
+
+    {"id": "…", "parent_id": null, "ts": 1700000000000, "op": "upsert",
+     "ref": {"kind": "Device", "namespace": "default", "name": "temp-1"},
+     "resource_version": "42", "body": {…}}
+
+``op`` is an enum (never parsed out of a resource string, unlike KubeEdge's
+``node/<id>/<ns>/<type>/<name>`` routes), ``parent_id`` names the envelope an ``ack`` or
+``error`` answers, ``ts`` is milliseconds since the epoch.  Bodies are validated per
+operation by :func:`decode_body`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocol.errors import FrameDecodeError
+from protocol.kinds.core import NodeStatus
+from protocol.resources import ObjectKey, make_key, pydantic_path
+
+
+class Op(StrEnum):
+    # edge -> cloud
+    SYNC = "sync"            # on every (re)connect: what the edge holds, key -> resourceVersion
+    HEARTBEAT = "heartbeat"  # node status, every heartbeat interval
+    STATUS = "status"        # a status the node may write (its Node, later its Devices/Apps)
+    CSR = "csr"              # certificate renewal over the authenticated link
+    # cloud -> edge
+    UPSERT = "upsert"        # the newest version of an object addressed to this node
+    DELETE = "delete"        # the object left this node's scope (or was deleted)
+    SYNC_DONE = "sync_done"  # every difference the resync found has been queued
+    CERT = "cert"            # answer to CSR
+    # both ways
+    ACK = "ack"              # parent_id = the envelope durably handled
+    ERROR = "error"          # parent_id = the envelope refused (when known)
+
+
+class ObjectRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = Field(min_length=1, max_length=63)
+    namespace: str | None = Field(default=None, max_length=63)
+    name: str = Field(min_length=1, max_length=253)
+
+    @property
+    def key(self) -> ObjectKey:
+        return make_key(self.kind, self.namespace, self.name)
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    parent_id: str | None = Field(default=None, max_length=64)
+    ts: int = Field(ge=0)
+    op: Op
+    ref: ObjectRef | None = None
+    resource_version: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$")
+    body: Any = None
+
+    @property
+    def rv(self) -> int:
+        return int(self.resource_version) if self.resource_version else 0
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def make(op: Op, *, ts: int, ref: ObjectRef | None = None, rv: int | None = None,
+         body: Any = None, parent_id: str | None = None, id: str | None = None) -> Envelope:
+    return Envelope(
+        id=id or new_id(), parent_id=parent_id, ts=ts, op=op, ref=ref,
+        resource_version=str(rv) if rv is not None else None, body=body,
+    )
+
+
+def encode(env: Envelope) -> str:
+    return env.model_dump_json(exclude_none=True)
+
+
+def decode(data: str | bytes) -> Envelope:
+    """Parse one frame.  Anything that is not a valid Envelope raises
+    :class:`FrameDecodeError` naming the problem; nothing else escapes."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FrameDecodeError(f"frame is not JSON: {exc}") from None
+    except RecursionError:
+        raise FrameDecodeError("frame is nested too deeply") from None
+    if not isinstance(raw, dict):
+        raise FrameDecodeError("frame must be a JSON object")
+    try:
+        return Envelope.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise FrameDecodeError(
+            str(err.get("msg")), field=pydantic_path(tuple(err["loc"]))
+        ) from None
+
+
+# ---- bodies -------------------------------------------------------------------------
+
+
+class SyncBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    holdings: dict[str, int] = {}
+
+
+class HeartbeatBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: NodeStatus
+
+
+class StatusBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: dict[str, Any]
+
+
+class CsrBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    csr: str = Field(max_length=16384)
+
+
+class CertBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    certificate: str
+
+
+class SyncDoneBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upserts: int
+    deletes: int
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: int
+    reason: str
+    message: str
+    field: str | None = None
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+def decode_body(env: Envelope, model: type[B]) -> B:
+    try:
+        return model.model_validate(env.body if env.body is not None else {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise FrameDecodeError(
+            str(err.get("msg")), field=pydantic_path(tuple(err["loc"]), "body")
+        ) from None

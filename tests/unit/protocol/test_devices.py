@@ -1,0 +1,472 @@
+"""KubeEdge Device and DeviceModel manifests validate here exactly as under KubeEdge's
+v1beta1 CRD schemas: valid ones unchanged, invalid ones refused with the field path."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+import protocol.kinds  # noqa: F401  (registers every kind)
+from protocol.errors import InvalidObject
+from protocol.kinds.devices import (
+    DEVICE,
+    DEVICE_MODEL,
+    DeviceModelSpec,
+    DeviceSpec,
+    DeviceStatus,
+    device_model_name,
+    device_node,
+)
+from protocol.resources import REGISTRY, validate_object
+
+API_VERSION = "devices.kubeedge.io/v1beta1"
+
+EXAMPLE_MODEL = """
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata: {name: temp-model, namespace: default}
+spec:
+  protocol: modbus
+  properties:
+    - name: temperature
+      description: temperature in degree celsius
+      type: INT
+      accessMode: ReadWrite
+      minimum: "0"
+      maximum: "100"
+      unit: celsius
+"""
+
+EXAMPLE_DEVICE = """
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: temp-sensor-01, namespace: default}
+spec:
+  deviceModelRef: {name: temp-model}
+  nodeName: edge-node-1
+  protocol:
+    protocolName: modbus
+    configData: {communicateMode: TCP, ip: 192.168.1.50, port: 502, slaveID: 1}
+  properties:
+    - name: temperature
+      collectCycle: 2000
+      reportCycle: 2000
+      reportToCloud: true
+      desired: {value: "30"}
+      visitors:
+        protocolName: modbus
+        configData: {register: HoldingRegister, offset: 2, limit: 1, scale: 1,
+                     isSwap: false, isRegisterSwap: false}
+      pushMethod:
+        mqtt: {address: tcp://127.0.0.1:1883, topic: temp, qos: 0, retained: false}
+"""
+
+FULL_DEVICE = """
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata:
+  name: line-3-press
+  labels: {site: plant-a}
+spec:
+  deviceModelRef: {name: press-model}
+  nodeName: edge-node-7
+  protocol:
+    protocolName: modbus
+    configData:
+      communicateMode: RTU
+      serialName: /dev/ttyUSB0
+      baudRate: 9600
+      parity: Even
+      nested: {any: [1, 2.5, "three", null, {deep: true}]}
+  stateReport: {reportCycle: 10000, reportToCloud: true}
+  methods:
+    - name: reset
+      description: reset both counters
+      propertyNames: [pressure, cycles]
+  properties:
+    - name: pressure
+      collectCycle: 500
+      reportCycle: 1000
+      reportToCloud: true
+      desired:
+        value: "4.5"
+        metadata: {timestamp: "1718000000000", type: float}
+      visitors:
+        protocolName: modbus
+        configData: {register: InputRegister, offset: 0, limit: 2, scale: 0.1}
+      pushMethod:
+        http: {hostName: "http://127.0.0.1", port: 8080, requestPath: /ingest, timeout: 3000}
+        mqtt: {address: "tcp://127.0.0.1:1883", topic: press, qos: 1, retained: true}
+        otel: {endpointURL: "https://localhost:4318/v1/metrics"}
+        anomalyDetection: {model: zscore, threshold: 3.5}
+        dbMethod:
+          influxdb2:
+            influxdb2ClientConfig: {url: "http://influx:8086", org: acme, bucket: plant}
+            influxdb2DataConfig:
+              measurement: press
+              fieldKey: pressure
+              tag: {line: "3"}
+          redis:
+            redisClientConfig: {addr: "redis:6379", db: 0, poolsize: 10, minIdleConns: 2}
+          TDEngine:
+            TDEngineClientConfig: {addr: "taos:6041", dbName: plant}
+          mysql:
+            mysqlClientConfig: {addr: "mysql:3306", database: plant, userName: edge}
+    - name: cycles
+      reportToCloud: false
+status:
+  reportCycle: 10000
+  reportToCloud: true
+  state: online
+  lastOnlineTime: "2026-08-01T10:00:00Z"
+  twins:
+    - propertyName: pressure
+      reported: {value: "4.4", metadata: {timestamp: "1718000000500"}}
+      observedDesired: {value: "4.5"}
+"""
+
+
+def load(text: str) -> dict[str, Any]:
+    obj = yaml.safe_load(text)
+    assert isinstance(obj, dict)
+    return obj
+
+
+def rejection(obj: dict[str, Any]) -> InvalidObject:
+    with pytest.raises(InvalidObject) as caught:
+        validate_object(obj)
+    return caught.value
+
+
+# --- accepted unchanged ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [EXAMPLE_MODEL, EXAMPLE_DEVICE])
+def test_kubeedge_example_is_accepted_unchanged(text: str) -> None:
+    obj = load(text)
+    info, out = validate_object(copy.deepcopy(obj))
+    assert info.api_version == API_VERSION
+    assert out == obj
+
+
+def test_full_device_is_accepted_unchanged_with_defaulted_namespace() -> None:
+    obj = load(FULL_DEVICE)
+    info, out = validate_object(copy.deepcopy(obj))
+    assert info is DEVICE
+    expected = copy.deepcopy(obj)
+    expected["metadata"]["namespace"] = "default"
+    assert out == expected
+
+
+def test_status_keeps_fields_the_crd_does_not_type() -> None:
+    # Device.status is x-kubernetes-preserve-unknown-fields in the CRD.
+    obj = load(EXAMPLE_DEVICE)
+    obj["status"] = {"reportCycle": 1000, "someFutureField": {"x": 1}}
+    assert validate_object(obj)[1]["status"] == obj["status"]
+
+
+def test_kinds_are_registered_with_kubectl_names() -> None:
+    assert REGISTRY.resolve("dev") is DEVICE
+    assert REGISTRY.resolve("devices") is DEVICE
+    assert REGISTRY.resolve("dm") is DEVICE_MODEL
+    assert REGISTRY.resolve("devicemodels") is DEVICE_MODEL
+    assert REGISTRY.by_path("devices.kubeedge.io", "v1beta1", "devices") is DEVICE
+    assert DEVICE.object_path("default", "x") == (
+        "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices/x"
+    )
+    assert [c.header for c in DEVICE.columns] == ["NODE", "MODEL", "PROTOCOL", "STATE"]
+    assert [c.header for c in DEVICE_MODEL.columns] == ["PROTOCOL"]
+
+
+def test_router_helpers() -> None:
+    device = load(EXAMPLE_DEVICE)
+    assert device_node(device) == "edge-node-1"
+    assert device_model_name(device) == "temp-model"
+    device["spec"]["nodeName"] = ""
+    assert device_node(device) is None
+    assert device_node({"spec": {}}) is None
+    assert device_node({}) is None
+    assert device_model_name({"spec": {"deviceModelRef": {}}}) is None
+
+
+# --- rejected with the field path ------------------------------------------------------
+
+
+def _set(path: list[str | int], value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(obj: dict[str, Any]) -> None:
+        cur: Any = obj
+        for step in path[:-1]:
+            cur = cur[step]
+        cur[path[-1]] = value
+
+    return mutate
+
+
+def _delete(path: list[str | int]) -> Callable[[dict[str, Any]], None]:
+    def mutate(obj: dict[str, Any]) -> None:
+        cur: Any = obj
+        for step in path[:-1]:
+            cur = cur[step]
+        del cur[path[-1]]
+
+    return mutate
+
+
+P0: list[str | int] = ["spec", "properties", 0]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        # unknown fields, at several depths
+        (_set(["spec", "nodeSelector"], {}), "spec.nodeSelector"),
+        (_set(["spec", "protocol", "modbus"], {"slaveID": 1}), "spec.protocol.modbus"),
+        (_set([*P0, "propertyName"], "t"), "spec.properties[0].propertyName"),
+        (_set([*P0, "pushMethod", "mqtt", "qoss"], 1), "spec.properties[0].pushMethod.mqtt.qoss"),
+        (_set([*P0, "pushMethod", "dbMethod"], {"tdengine": {}}),
+         "spec.properties[0].pushMethod.dbMethod.tdengine"),
+        (_set([*P0, "desired", "reported"], "1"), "spec.properties[0].desired.reported"),
+        (_set(["spec", "stateReport"], {"reportcycle": 1}), "spec.stateReport.reportcycle"),
+        (_set(["status", "twins"], [{"propertyName": "t", "desired": {"value": "1"}}]),
+         "status.twins[0].desired"),
+        # wrong types
+        (_set([*P0, "reportCycle"], "1000"), "spec.properties[0].reportCycle"),
+        (_set([*P0, "collectCycle"], 1.5), "spec.properties[0].collectCycle"),
+        (_set([*P0, "reportToCloud"], "yes"), "spec.properties[0].reportToCloud"),
+        (_set([*P0, "reportToCloud"], 1), "spec.properties[0].reportToCloud"),
+        (_set([*P0, "desired", "value"], 30), "spec.properties[0].desired.value"),
+        (_set([*P0, "desired", "metadata"], {"ts": 5}), "spec.properties[0].desired.metadata.ts"),
+        (_set(["spec", "nodeName"], ["edge-node-1"]), "spec.nodeName"),
+        (_set(["spec", "protocol", "configData"], "ip=1.2.3.4"), "spec.protocol.configData"),
+        (_set(["spec", "properties"], {"name": "t"}), "spec.properties"),
+        (_set([*P0, "pushMethod", "mqtt", "retained"], "false"),
+         "spec.properties[0].pushMethod.mqtt.retained"),
+        (_set(["status", "reportCycle"], "5"), "status.reportCycle"),
+        # integer ranges from the CRD's format
+        (_set([*P0, "pushMethod", "mqtt", "qos"], 2**31), "spec.properties[0].pushMethod.mqtt.qos"),
+        (_set([*P0, "reportCycle"], 2**63), "spec.properties[0].reportCycle"),
+        # missing required field
+        (_delete([*P0, "desired", "value"]), "spec.properties[0].desired.value"),
+        (_set(["status", "twins"], [{"propertyName": "t", "reported": {}}]),
+         "status.twins[0].reported.value"),
+        # property names must be unique
+        (lambda o: o["spec"]["properties"].append({"name": "temperature"}),
+         "spec.properties[1].name"),
+    ],
+)
+def test_bad_device_names_the_field(
+    mutate: Callable[[dict[str, Any]], None], field: str
+) -> None:
+    obj = load(EXAMPLE_DEVICE)
+    obj["status"] = {}
+    mutate(obj)
+    assert rejection(obj).field == field
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (_set([*P0, "type"], "INTEGER"), "spec.properties[0].type"),
+        (_set([*P0, "type"], "int"), "spec.properties[0].type"),
+        (_set([*P0, "accessMode"], "RW"), "spec.properties[0].accessMode"),
+        (_set([*P0, "minimum"], 0), "spec.properties[0].minimum"),
+        (_set([*P0, "defaultValue"], "1"), "spec.properties[0].defaultValue"),
+        (_set(["spec", "protocol"], {"protocolName": "modbus"}), "spec.protocol"),
+        (_set(["spec", "commands"], []), "spec.commands"),
+        (_set(["status"], {"ready": True}), "status.ready"),  # the CRD has no status
+    ],
+)
+def test_bad_device_model_names_the_field(
+    mutate: Callable[[dict[str, Any]], None], field: str
+) -> None:
+    obj = load(EXAMPLE_MODEL)
+    mutate(obj)
+    assert rejection(obj).field == field
+
+
+def test_duplicate_names_need_not_be_adjacent() -> None:
+    obj = load(EXAMPLE_DEVICE)
+    obj["spec"]["properties"] += [{"name": "humidity"}, {"name": "temperature"}]
+    err = rejection(obj)
+    assert err.field == "spec.properties[2].name"
+    assert "temperature" in err.message
+
+
+# --- schema-driven: every CRD field is known to the models -----------------------------
+# The CRDs live in the shared workspace (CI has them).  Run outside this workspace the
+# test is skipped rather than failed; it never runs against anything but the real files.
+
+CRD_DIR = Path("/work/shared/reference/kubeedge-crds")
+CRDS = {"Device": "devices_v1beta1_device.yaml", "DeviceModel": "devices_v1beta1_devicemodel.yaml"}
+needs_crds = pytest.mark.skipif(not CRD_DIR.is_dir(), reason="KubeEdge CRDs not present")
+
+Place = Callable[[Any], Any]
+"""Builds the smallest valid value of a schema with the given value put at one path."""
+
+
+def v1beta1_schema(kind: str) -> dict[str, Any]:
+    crd = yaml.safe_load((CRD_DIR / CRDS[kind]).read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
+    schema = version["schema"]["openAPIV3Schema"]
+    assert isinstance(schema, dict)
+    return schema
+
+
+def minimal(schema: dict[str, Any]) -> Any:
+    """The smallest value the schema accepts."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = str(schema.get("type"))
+    if kind == "object":
+        return {name: minimal(schema["properties"][name]) for name in schema.get("required", [])}
+    scalars: dict[str, Any] = {"string": "s", "integer": 1, "boolean": True, "number": 1.5}
+    return [] if kind == "array" else scalars[kind]
+
+
+def wrong_values(schema: dict[str, Any]) -> list[Any]:
+    """Values the API server would refuse for this schema."""
+    if "enum" in schema:
+        return [5, "NOT_" + schema["enum"][0]]
+    by_type: dict[str, list[Any]] = {
+        "string": [5, True],
+        "integer": ["5", True, 1.5, 2**63 if schema.get("format") != "int32" else 2**31],
+        "boolean": ["yes", 1],
+        "number": ["1.5", True],
+        "array": ["x", {}],
+        "object": ["x", [1]],
+    }
+    return by_type[schema["type"]]
+
+
+def places(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any], Place]]:
+    """Every field under ``schema``: its path, its schema and how to build an otherwise
+    minimal value of ``schema`` with something put in that field."""
+    if schema.get("type") == "array":
+        for sub_path, sub_schema, place in places(schema["items"], f"{path}[0]"):
+            yield sub_path, sub_schema, _in_list(place)
+    if schema.get("type") != "object":
+        return
+    base = minimal(schema)
+    for name, prop in schema.get("properties", {}).items():
+        prop_path = f"{path}.{name}"
+        yield prop_path, prop, _in_field(base, name, lambda v: v)
+        for sub_path, sub_schema, place in places(prop, prop_path):
+            yield sub_path, sub_schema, _in_field(base, name, place)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield f"{path}.k", extra, _in_field(base, "k", lambda v: v)
+
+
+def _in_list(place: Place) -> Place:
+    return lambda v: [place(v)]
+
+
+def _in_field(base: dict[str, Any], name: str, place: Place) -> Place:
+    return lambda v: {**base, name: place(v)}
+
+
+def schema_cases() -> list[tuple[str, str, dict[str, Any], Place]]:
+    if not CRD_DIR.is_dir():
+        return []
+    cases = []
+    for kind in CRDS:
+        top = v1beta1_schema(kind)["properties"]
+        for section in ("spec", "status"):
+            if section in top:
+                for path, schema, place in places(top[section], section):
+                    cases.append((kind, path, schema, place))
+    return cases
+
+
+SCHEMA_CASES = schema_cases()
+
+
+def wrap(kind: str, path: str, value: Any) -> dict[str, Any]:
+    section = path.split(".", 1)[0].split("[", 1)[0]
+    obj: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": {"name": "schema-case", "namespace": "default"},
+    }
+    obj[section] = value
+    return obj
+
+
+@needs_crds
+def test_schema_walk_found_the_fields() -> None:
+    paths = {(kind, path) for kind, path, _, _ in SCHEMA_CASES}
+    # Spot-check that the walk reaches deep and oddly spelled fields.
+    assert ("Device", "spec.properties[0].pushMethod.dbMethod.TDEngine.TDEngineClientConfig"
+            ".dbName") in paths
+    assert ("Device", "spec.properties[0].desired.metadata.k") in paths
+    assert ("Device", "spec.stateReport.reportCycle") in paths
+    assert ("DeviceModel", "spec.properties[0].visitors.configData") in paths
+    assert len(paths) > 60
+
+
+@needs_crds
+@pytest.mark.parametrize(
+    ("kind", "path", "schema", "place"), SCHEMA_CASES, ids=[f"{c[0]}:{c[1]}" for c in SCHEMA_CASES]
+)
+def test_every_crd_field_is_accepted(
+    kind: str, path: str, schema: dict[str, Any], place: Place
+) -> None:
+    value = {"free": ["form", 1]} if schema.get("x-kubernetes-preserve-unknown-fields") else (
+        minimal(schema)
+    )
+    obj = wrap(kind, path, place(value))
+    _, out = validate_object(copy.deepcopy(obj))
+    assert out == obj
+
+
+@needs_crds
+@pytest.mark.parametrize(
+    ("kind", "path", "schema", "place"), SCHEMA_CASES, ids=[f"{c[0]}:{c[1]}" for c in SCHEMA_CASES]
+)
+def test_every_crd_field_refuses_the_wrong_type(
+    kind: str, path: str, schema: dict[str, Any], place: Place
+) -> None:
+    for bad in wrong_values(schema):
+        err = rejection(wrap(kind, path, place(bad)))
+        assert err.field == path, f"{bad!r} at {path}"
+
+
+def model_fields(model: type[BaseModel], path: str) -> Iterator[str]:
+    """Every field path the pydantic models declare, in the CRD walk's notation."""
+    for name, info in model.model_fields.items():
+        here = f"{path}.{name}"
+        yield here
+        stack: list[tuple[Any, str]] = [(info.annotation, here)]
+        while stack:
+            tp, at = stack.pop()
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                yield from model_fields(tp, at)
+            elif get_origin(tp) is list:
+                stack.extend((arg, f"{at}[0]") for arg in get_args(tp))
+            else:
+                stack.extend((arg, at) for arg in get_args(tp) if get_origin(tp) is not dict)
+
+
+@needs_crds
+@pytest.mark.parametrize(
+    ("kind", "model", "section", "allowed_extra"),
+    [
+        ("Device", DeviceSpec, "spec", set()),
+        ("DeviceModel", DeviceModelSpec, "spec", set()),
+        # Typed beyond the CRD on purpose: the shape edgefleet writes (see DeviceStatus).
+        ("Device", DeviceStatus, "status", {"twins", "state", "lastOnlineTime", "extensions"}),
+    ],
+)
+def test_models_declare_no_field_the_crd_lacks(
+    kind: str, model: type[BaseModel], section: str, allowed_extra: set[str]
+) -> None:
+    crd_paths = {path for k, path, _, _ in SCHEMA_CASES if k == kind}
+    declared = set(model_fields(model, section))
+    extra = {p for p in declared - crd_paths if p.split(".")[1].split("[")[0] not in allowed_extra}
+    assert extra == set()
