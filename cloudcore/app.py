@@ -118,9 +118,12 @@ class CloudCore:
         server = _EmbeddedUvicorn(_TlsConfig(
             api, api_ssl, host=api_host, port=api_port, log_level="warning",
             lifespan="off", access_log=False, server_header=False,
+            # Open watch streams would otherwise hold a SIGTERM up for ever.
+            timeout_graceful_shutdown=3,
             # uvicorn only enables TLS when it sees certificate files; ours replace them.
             ssl_certfile=str(server_crt), ssl_keyfile=str(server_key),
         ))
+        api_task: asyncio.Task[None] | None = None
         try:
             await dispatcher.start()
             await lifecycle.start()
@@ -140,12 +143,16 @@ class CloudCore:
             await asyncio.wait({api_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
         finally:
+            log.info("cloudcore stopping")
             server.should_exit = True
             await hub.stop()
+            log.debug("hub stopped")
             await lifecycle.stop()
             await dispatcher.stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await api_task
+            if api_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await api_task
+            log.debug("API stopped")
             await store.close()
             auth.close()
             log.info("cloudcore stopped")

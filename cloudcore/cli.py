@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import signal
 import sys
 from pathlib import Path
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     from cloudcore.app import CloudCore  # heavy imports only once the flags are good
 
     core = CloudCore(cfg)
+
+    # `kill -USR1 PID` writes every thread's stack to the log: for diagnosing hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     async def _run() -> None:
         loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import signal
 import sys
 from pathlib import Path
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"edgecore: {exc}", file=sys.stderr)
         return 2
+
+    # `kill -USR1 PID` writes every thread's stack to the log: for diagnosing hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     async def _run() -> None:
         loop = asyncio.get_running_loop()

@@ -53,6 +53,16 @@ def wait_until(check: Callable[[], T], timeout: float = 20.0, interval: float = 
                          + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
+def dump_stacks_and_kill(proc: subprocess.Popen[bytes]) -> None:
+    """Ask a hung process for its stacks (faulthandler on SIGUSR1), then kill it."""
+    proc.send_signal(signal.SIGUSR1)
+    try:
+        proc.wait(1)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _command(name: str) -> list[str]:
     exe = BIN / name
     if exe.exists():
@@ -98,7 +108,8 @@ class Cloud:
             raise AssertionError(f"cloudcore exited {self.proc.returncode}:\n{self.log()}")
         if not self.efctl_config.exists():
             return False
-        return bool(self.api().get("/healthz").status_code == 200)
+        with self.api() as client:
+            return bool(client.get("/healthz").status_code == 200)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -167,9 +178,9 @@ class Cloud:
         try:
             return self.proc.wait(15)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError("cloudcore did not stop on SIGTERM") from None
+            dump_stacks_and_kill(self.proc)
+            raise AssertionError(
+                f"cloudcore did not stop on SIGTERM; its stacks:\n{self.log()[-8000:]}") from None
 
 
 FAST_LINK = {"heartbeatSeconds": 1.0, "reconnectBaseSeconds": 0.2, "reconnectCapSeconds": 1.0,
@@ -270,9 +281,9 @@ class Edge:
         try:
             return self.proc.wait(15)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"edgecore {self.name} did not stop on SIGTERM") from None
+            dump_stacks_and_kill(self.proc)
+            raise AssertionError(f"edgecore {self.name} did not stop on SIGTERM; its stacks:\n"
+                                 f"{self.log()[-8000:]}") from None
 
 
 def device_model(name: str = "temp-model", ns: str = "default") -> dict[str, Any]:

@@ -99,12 +99,20 @@ class ObjectRoutes:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/api/{rest:path}", self.handle, methods=METHODS),
-            Route("/apis/{rest:path}", self.handle, methods=METHODS),
+            Route("/api/{rest:path}", self.handle_core, methods=METHODS),
+            Route("/apis/{rest:path}", self.handle_groups, methods=METHODS),
         ]
 
-    async def handle(self, request: Request) -> Response:
-        target = parse_resource_path(request.url.path)
+    # The resource path is rebuilt from the route's own prefix rather than taken from
+    # the URL, so the API works unchanged when mounted under a root path.
+    async def handle_core(self, request: Request) -> Response:
+        return await self.handle(request, f"/api/{request.path_params['rest']}")
+
+    async def handle_groups(self, request: Request) -> Response:
+        return await self.handle(request, f"/apis/{request.path_params['rest']}")
+
+    async def handle(self, request: Request, path: str) -> Response:
+        target = parse_resource_path(path)
         principal = principal_of(request)
         method = request.method
         if target.scope is Scope.COLLECTION:
@@ -126,7 +134,7 @@ class ObjectRoutes:
                 return json_response(await self._get(target))
             if method == "PUT":
                 return await self._put_status(request, principal, target)
-        raise MethodNotAllowed(f"{method} is not supported on {request.url.path}")
+        raise MethodNotAllowed(f"{method} is not supported on {path}")
 
     async def _get(self, target: Target) -> dict[str, Any]:
         assert target.name is not None

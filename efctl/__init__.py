@@ -1,0 +1,1 @@
+"""efctl: the kubectl-style command line for an edgefleet cloud."""

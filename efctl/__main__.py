@@ -1,0 +1,3 @@
+from efctl.cli import main
+
+raise SystemExit(main())
