@@ -126,8 +126,9 @@ class CloudCore:
         api_task: asyncio.Task[None] | None = None
         try:
             await dispatcher.start()
-            await lifecycle.start()
             await hub.start()
+            await lifecycle.start(
+                on_deleted=lambda node: hub.disconnect(node, "node deleted; join again"))
             api_task = asyncio.create_task(server.serve(), name="api")
             while not server.started:
                 if api_task.done():

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cloudcore.store.base import Store
+from cloudcore.store.base import EventType, Store
 from protocol.envelope import HeartbeatBody
-from protocol.errors import EdgefleetError, NotFound
+from protocol.errors import EdgefleetError, Gone, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,14 @@ class NodeLifecycle:
         self._written_at: dict[str, float] = {}
         self._status: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._deletions: asyncio.Task[None] | None = None
+        self._on_deleted: Callable[[str], Awaitable[None]] | None = None
 
-    async def start(self) -> None:
-        items, _ = await self._store.list("Node")
+    async def start(self, on_deleted: Callable[[str], Awaitable[None]] | None = None) -> None:
+        """Track every node; ``on_deleted`` runs when a Node object is deleted (the hub
+        cuts that node's link at once)."""
+        self._on_deleted = on_deleted
+        items, rv = await self._store.list("Node")
         now = self._clock()
         for node in items:
             name = node["metadata"]["name"]
@@ -91,10 +96,27 @@ class NodeLifecycle:
             # A restarted cloud gives every node a full grace period to check in.
             self._last_seen[name] = now
         self._task = asyncio.create_task(self._watchdog(), name="node-lifecycle")
+        self._deletions = asyncio.create_task(self._follow_deletions(rv), name="node-deletions")
+
+    async def _follow_deletions(self, rv: int) -> None:
+        while True:
+            try:
+                async for event in self._store.watch(rv, frozenset({"Node"})):
+                    rv = event.rv
+                    if event.type is EventType.DELETED:
+                        name = event.object["metadata"]["name"]
+                        log.info("node %s deleted", name)
+                        self.forget(name)
+                        if self._on_deleted is not None:
+                            await self._on_deleted(name)
+                return
+            except Gone:
+                _, rv = await self._store.list("Node")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._deletions):
+            if task is not None:
+                task.cancel()
 
     async def heartbeat(self, node: str, hb: HeartbeatBody) -> None:
         now = self._clock()

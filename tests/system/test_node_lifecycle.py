@@ -50,7 +50,8 @@ def test_the_node_certificate_renews_itself_over_the_link(
                != first["cert"], 30, what="a renewed certificate")
     renewed = json.loads((edge.dir / "pki" / "node.json").read_text())
     assert renewed["notAfter"] > first["notAfter"]
-    assert not (edge.dir / "pki" / first["key"]).exists()  # the old key is gone
+    wait_until(lambda: not (edge.dir / "pki" / first["key"]).exists(), 5,
+               what="the old key removed")
     assert oct((edge.dir / "pki" / renewed["key"]).stat().st_mode & 0o777) == "0o600"
     edge.wait_synced(after=1)  # reconnected with the new certificate
     cloud.apply(device_model())
