@@ -16,10 +16,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from cloudcore.scope import ADDRESSING_RULES, NOWHERE, NodeScope, Transition, addressing_of
-from cloudcore.store.base import EventType, Store, WatchEvent
+from cloudcore.store.base import Store, WatchEvent
 from protocol.downstream import DownstreamQueue, resync_diff
 from protocol.envelope import ObjectRef
 from protocol.errors import Gone
+from protocol.events import EventType
 from protocol.resources import ObjectKey, key_of, resource_version, split_key
 
 log = logging.getLogger(__name__)

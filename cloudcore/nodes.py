@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cloudcore.store.base import EventType, Store
+from cloudcore.store.base import Store
 from protocol.envelope import HeartbeatBody
 from protocol.errors import EdgefleetError, Gone, NotFound
+from protocol.events import EventType
 
 log = logging.getLogger(__name__)
 

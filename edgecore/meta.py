@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.errors import InvalidObject
+from protocol.events import EventType
 from protocol.resources import ObjectKey, key_of, make_key, resource_version
 from protocol.selectors import Selector
 
@@ -70,12 +71,6 @@ class ApplyResult(StrEnum):
     APPLIED = "applied"
     # Ignored: we already hold that version or a newer one (or a newer tombstone).
     STALE = "stale"
-
-
-class EventType(StrEnum):
-    ADDED = "ADDED"
-    MODIFIED = "MODIFIED"
-    DELETED = "DELETED"
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,9 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import protocol.kinds  # noqa: F401  (registers every kind, so their paths resolve)
-from edgecore.meta import DEFAULT_WATCH_QUEUE, CacheEvent, EventType, MetaCache, labels_of
+from edgecore.meta import DEFAULT_WATCH_QUEUE, CacheEvent, MetaCache, labels_of
 from protocol.errors import BadRequest, EdgefleetError, NotFound
+from protocol.events import EventType
 from protocol.resources import REGISTRY, KindInfo
 from protocol.selectors import Selector, parse_selector
 

@@ -10,7 +10,6 @@ condition against a deadline.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess

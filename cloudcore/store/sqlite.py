@@ -52,7 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from cloudcore.store.base import EventType, WatchEvent
+from cloudcore.store.base import WatchEvent
 from protocol.errors import (
     AlreadyExists,
     Conflict,
@@ -62,6 +62,7 @@ from protocol.errors import (
     NotFound,
     TooLarge,
 )
+from protocol.events import EventType
 from protocol.resources import make_key, resource_version
 from protocol.selectors import Selector
 

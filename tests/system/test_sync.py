@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from tests.harness import Cloud, Edge, device, device_model, strip_volatile, wait_until
 
 pytestmark = pytest.mark.system
+
+DEVICES = "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices"
 
 
 def _node_view(cloud: Cloud, node: str) -> list[str]:
@@ -79,8 +80,7 @@ def test_200_rapid_updates_end_on_the_last_version_never_going_back(
     with cloud.api() as api:
         for i in range(200):
             obj = device("busy", "edge-a", desired=str(i))
-            r = api.put("/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices/busy",
-                        json=obj)
+            r = api.put(f"{DEVICES}/busy", json=obj)
             assert r.status_code in (200, 201), r.text
     final = cloud.get("Device", "busy")
     wait_until(lambda: (edge.cached_one("Device", "busy") or {}) == final, 30,
@@ -133,8 +133,7 @@ def test_cloud_killed_during_a_burst_loses_no_acknowledged_change(
             while not stop.is_set():
                 name = f"burst-{i % 7}"
                 try:
-                    r = api.put(f"/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices/{name}",
-                                json=device(name, "edge-a", desired=str(i)))
+                    r = api.put(f"{DEVICES}/{name}", json=device(name, "edge-a", desired=str(i)))
                 except Exception:
                     return  # the cloud is gone: unacknowledged from here on
                 if r.status_code in (200, 201):
@@ -189,7 +188,3 @@ def test_edge_started_while_the_cloud_is_down_serves_its_cache_then_syncs(
     wait_until(lambda: (edge.cached_one("Device", "d1") or {}).get("spec", {})
                .get("properties", [{}])[0].get("desired", {}).get("value") == "2",
                what="a change made after the cloud returned")
-
-
-def _unused(_: Any) -> None:  # keep the Any import meaningful for type checkers
-    pass

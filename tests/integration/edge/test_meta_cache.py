@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from edgecore.meta import ApplyResult, CacheCorruptError, EventType, MetaCache
+from edgecore.meta import ApplyResult, CacheCorruptError, MetaCache
 from protocol.errors import InvalidObject
+from protocol.events import EventType
 from protocol.selectors import parse_selector
 
 REPO = Path(__file__).resolve().parents[3]

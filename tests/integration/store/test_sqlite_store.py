@@ -15,9 +15,10 @@ import pytest
 
 import protocol.kinds  # noqa: F401  (registers Node)
 from cloudcore.store import sqlite as sqlite_module
-from cloudcore.store.base import EventType, Store, WatchEvent
+from cloudcore.store.base import Store, WatchEvent
 from cloudcore.store.sqlite import SqliteStore, StoreClosed, StoreCorrupt, StoreLocked
 from protocol.errors import AlreadyExists, Conflict, Gone, NotFound, TooLarge
+from protocol.events import EventType
 from protocol.resources import REGISTRY, KindInfo, register, validate_object
 from protocol.selectors import parse_selector
 
