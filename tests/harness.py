@@ -62,7 +62,7 @@ def dump_stacks_and_kill(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _command(name: str) -> list[str]:
+def command(name: str) -> list[str]:
     exe = BIN / name
     if exe.exists():
         return [str(exe)]
@@ -92,7 +92,7 @@ class Cloud:
     def start(self) -> Cloud:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [*_command("cloudcore"), "run", "--data-dir", str(self.dir),
+            [*command("cloudcore"), "run", "--data-dir", str(self.dir),
              "--hub-listen", f"127.0.0.1:{self.hub_port}",
              "--api-listen", f"127.0.0.1:{self.api_port}",
              "--config", str(self.config_path), "--log-level", "debug"],
@@ -198,7 +198,7 @@ class Edge:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def join(self, token: str, labels: str | None = None) -> subprocess.CompletedProcess[str]:
-        args = [*_command("edgecore"), "join", "--server", self.cloud.url, "--token", token,
+        args = [*command("edgecore"), "join", "--server", self.cloud.url, "--token", token,
                 "--node-name", self.name, "--data-dir", str(self.dir)]
         if labels:
             args += ["--labels", labels]
@@ -213,7 +213,7 @@ class Edge:
     def start(self, *, wait_connected: bool = True) -> Edge:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [*_command("edgecore"), "run", "--data-dir", str(self.dir),
+            [*command("edgecore"), "run", "--data-dir", str(self.dir),
              "--metaserver", f"127.0.0.1:{self.meta_port}", "--log-level", "debug"],
             stdout=log, stderr=subprocess.STDOUT,
         )

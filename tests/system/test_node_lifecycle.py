@@ -4,13 +4,14 @@ processes."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 
 import pytest
 
 from edgecore.outbox import Outbox
 from protocol.envelope import ObjectRef, Op
-from tests.harness import Cloud, Edge, device, device_model, node_ready, wait_until
+from tests.harness import Cloud, Edge, command, device, device_model, node_ready, wait_until
 
 pytestmark = pytest.mark.system
 
@@ -89,3 +90,23 @@ def test_the_outbox_survives_a_stop_and_drains_when_the_cloud_is_back(
     wait_until(lambda: len(Outbox.open(edge.dir / "outbox.db")) == 0, what="an empty outbox")
     assert "status" not in cloud.get("Device", "theirs")  # not edge-a's to write
     assert "the cloud refused an upstream message (Forbidden)" in edge.log()
+
+
+def test_cloudcore_refuses_to_start_on_a_key_readable_by_others(
+    cloud_factory: Callable[..., Cloud],
+) -> None:
+    cloud = cloud_factory().start()
+    assert cloud.stop() == 0
+    key = cloud.dir / "pki" / "server.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    key.chmod(0o644)
+    result = subprocess.run(
+        [*command("cloudcore"), "run", "--data-dir", str(cloud.dir),
+         "--hub-listen", f"127.0.0.1:{cloud.hub_port}",
+         "--api-listen", f"127.0.0.1:{cloud.api_port}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "server.key" in result.stderr and "600" in result.stderr
+    assert oct(key.stat().st_mode & 0o777) == "0o644"  # reported, not silently "fixed"
+
