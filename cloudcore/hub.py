@@ -208,8 +208,8 @@ class Hub:
         finally:
             if writer is not None:
                 writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await writer
+                # gather keeps a cancellation of this handler itself propagating.
+                await asyncio.gather(writer, return_exceptions=True)
             self._dispatcher.detach(session)
             if self.sessions.get(node) is session:
                 del self.sessions[node]

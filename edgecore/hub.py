@@ -83,7 +83,6 @@ class HubClient:
                     compression=None, ping_interval=20, ping_timeout=20, open_timeout=10,
                     close_timeout=5,
                 ) as ws:
-                    attempt = 0
                     last_error = ""
                     await self._session(ws)
             except asyncio.CancelledError:
@@ -99,6 +98,8 @@ class HubClient:
                                 self.cfg.hub, message)
                 last_error = message
             finally:
+                if self.synced.is_set():
+                    attempt = 0  # a session that got as far as a resync was healthy
                 self._ws = None
                 self.connected.clear()
                 self.synced.clear()
@@ -150,9 +151,9 @@ class HubClient:
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await task
+            # gather, not suppress(CancelledError): if *we* are being cancelled while
+            # waiting here, that cancellation must propagate, or SIGTERM is lost.
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, env: Envelope) -> None:
         if self._ws is None:
