@@ -96,6 +96,9 @@ class NodeLifecycle:
             self._status[name] = node.get("status") or {}
             # A restarted cloud gives every node a full grace period to check in.
             self._last_seen[name] = now
+            # Its stored status is current: the first heartbeat after a restart need
+            # not rewrite it (5,000 fsyncs in a reconnect storm otherwise).
+            self._written_at[name] = now
         self._task = asyncio.create_task(self._watchdog(), name="node-lifecycle")
         self._deletions = asyncio.create_task(self._follow_deletions(rv), name="node-deletions")
 

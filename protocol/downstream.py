@@ -34,10 +34,18 @@ class _Pending:
 
 
 class DownstreamQueue:
+    """Every operation is O(1) or O(entries it sends): a node resyncing thousands of
+    objects must not cost a walk of the whole queue per ack."""
+
     def __init__(self, *, ack_timeout: float = 5.0, window: int = 256) -> None:
         self.ack_timeout = ack_timeout
         self.window = window
-        self._pending: OrderedDict[ObjectKey, _Pending] = OrderedDict()
+        self._pending: dict[ObjectKey, _Pending] = {}
+        # Keys waiting for their first send, in the order they were offered.
+        self._unsent: OrderedDict[ObjectKey, None] = OrderedDict()
+        # Keys sent and not yet acked, oldest send first (the ack timeout is constant,
+        # so the front is always the first one due for a resend).
+        self._inflight: OrderedDict[ObjectKey, None] = OrderedDict()
         self._by_envelope: dict[str, ObjectKey] = {}
         # Newest version the edge has confirmed per key (KubeEdge's ObjectSync), so a
         # duplicate offer of something already delivered is not sent again.
@@ -62,35 +70,45 @@ class DownstreamQueue:
         if current is not None:
             if rv <= current.rv:
                 return False
-            self._by_envelope.pop(current.envelope_id, None)
+            self._drop(key, current)
         entry = _Pending(ref=ref, rv=rv, obj=obj, envelope_id=new_id())
         self._pending[key] = entry
-        self._pending.move_to_end(key)
+        self._unsent[key] = None
         self._by_envelope[entry.envelope_id] = key
         return True
+
+    def _drop(self, key: ObjectKey, entry: _Pending) -> None:
+        self._by_envelope.pop(entry.envelope_id, None)
+        self._unsent.pop(key, None)
+        self._inflight.pop(key, None)
+        del self._pending[key]
 
     # ---- sending -----------------------------------------------------------------
 
     def due(self, now: float, ts: int) -> list[Envelope]:
-        """Envelopes to write now: never-sent entries (up to the in-flight window) and
-        entries whose ack is overdue.  Marks them sent at ``now``."""
+        """Envelopes to write now: entries whose ack is overdue, then never-sent
+        entries up to the in-flight window.  Marks them sent at ``now``."""
         out: list[Envelope] = []
-        inflight = sum(1 for p in self._pending.values() if p.sent_at is not None)
-        for entry in self._pending.values():
-            if entry.sent_at is None:
-                if inflight >= self.window:
-                    continue
-                inflight += 1
-            elif now - entry.sent_at < self.ack_timeout:
-                continue
-            else:
-                self.resends += 1
-            entry.sent_at = now
-            entry.sends += 1
-            out.append(self._envelope(entry, ts))
+        overdue: list[ObjectKey] = []
+        for key in self._inflight:
+            sent_at = self._pending[key].sent_at
+            if sent_at is None or now - sent_at < self.ack_timeout:
+                break
+            overdue.append(key)
+        for key in overdue:
+            self.resends += 1
+            out.append(self._send(key, now, ts))
+        while self._unsent and len(self._inflight) < self.window:
+            key, _ = self._unsent.popitem(last=False)
+            out.append(self._send(key, now, ts))
         return out
 
-    def _envelope(self, entry: _Pending, ts: int) -> Envelope:
+    def _send(self, key: ObjectKey, now: float, ts: int) -> Envelope:
+        entry = self._pending[key]
+        entry.sent_at = now
+        entry.sends += 1
+        self._inflight[key] = None
+        self._inflight.move_to_end(key)
         if entry.obj is None:
             return make(Op.DELETE, ts=ts, ref=entry.ref, rv=entry.rv, id=entry.envelope_id)
         return make(Op.UPSERT, ts=ts, ref=entry.ref, rv=entry.rv, body=entry.obj,
@@ -98,21 +116,24 @@ class DownstreamQueue:
 
     def next_deadline(self) -> float | None:
         """When the earliest in-flight entry becomes due for a resend."""
-        times = [p.sent_at for p in self._pending.values() if p.sent_at is not None]
-        return min(times) + self.ack_timeout if times else None
+        for key in self._inflight:
+            sent_at = self._pending[key].sent_at
+            return None if sent_at is None else sent_at + self.ack_timeout
+        return None
 
     def has_unsent(self) -> bool:
-        return any(p.sent_at is None for p in self._pending.values())
+        return bool(self._unsent)
 
     # ---- acks and reconnects --------------------------------------------------------
 
     def ack(self, envelope_id: str) -> ObjectKey | None:
         """The edge holds the version sent as ``envelope_id``.  An ack for a version
-        that has since been superseded changes nothing but the baseline."""
-        key = self._by_envelope.pop(envelope_id, None)
+        that has since been superseded changes nothing."""
+        key = self._by_envelope.get(envelope_id)
         if key is None:
             return None
-        entry = self._pending.pop(key)
+        entry = self._pending[key]
+        self._drop(key, entry)
         self._acked[key] = max(self._acked.get(key, 0), entry.rv)
         return key
 
@@ -120,14 +141,16 @@ class DownstreamQueue:
         """A new session: nothing is in flight any more and the edge's own report of
         what it holds is the baseline."""
         self._pending.clear()
+        self._unsent.clear()
+        self._inflight.clear()
         self._by_envelope.clear()
         self._acked = {ObjectKey(k): int(v) for k, v in holdings.items()}
 
     def forget(self, key: ObjectKey) -> None:
         """The node dropped out of scope entirely (used when the node is deleted)."""
-        entry = self._pending.pop(key, None)
+        entry = self._pending.get(key)
         if entry is not None:
-            self._by_envelope.pop(entry.envelope_id, None)
+            self._drop(key, entry)
         self._acked.pop(key, None)
 
     def __len__(self) -> int:

@@ -113,3 +113,18 @@ def test_resync_diff_is_exactly_the_difference() -> None:
     assert ups == ["A/ns/b", "A/ns/new"]
     assert dels == ["A/ns/gone"]
     assert resync_diff(desired, desired) == ([], [])
+
+
+def test_a_large_resync_drains_completely_within_the_window() -> None:
+    q = DownstreamQueue(window=64)
+    for i in range(5_000):
+        q.offer_upsert(device(f"d{i}", i + 1))
+    sent = q.due(0.0, 0)
+    delivered: list[str] = []
+    while sent:
+        assert len(sent) <= 64
+        for env in sent:
+            q.ack(env.id)
+            delivered.append(env.ref.name if env.ref else "")
+        sent = q.due(0.0, 0)
+    assert delivered == [f"d{i}" for i in range(5_000)] and len(q) == 0
