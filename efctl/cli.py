@@ -15,6 +15,7 @@ import protocol.kinds  # noqa: F401  (registers every kind efctl can name)
 from efctl import commands
 from efctl.client import ApiClient, ClientError
 from efctl.config import ConfigError, default_config_path, load_efctl_config
+from efctl.twin import twin_set
 from protocol.errors import EdgefleetError
 
 ROLES = ("admin", "operator", "viewer")
@@ -61,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     t = token_sub.add_parser("create", help="print a new join token")
     t.add_argument("--ttl", metavar="DURATION", help="how long it is valid, e.g. 1h (default 24h)")
 
+    p = sub.add_parser("twin", help="device twins")
+    twin_sub = p.add_subparsers(dest="action", metavar="ACTION")
+    twin_sub.required = True
+    tw = twin_sub.add_parser("set", help="set desired values: efctl twin set DEVICE PROP=VALUE...")
+    tw.add_argument("device", metavar="DEVICE")
+    tw.add_argument("assignments", metavar="PROP=VALUE", nargs="+")
+    tw.add_argument("-n", "--namespace")
+
     p = sub.add_parser("user", help="API users")
     user_sub = p.add_subparsers(dest="action", metavar="ACTION")
     user_sub.required = True
@@ -87,6 +96,8 @@ def run(args: argparse.Namespace) -> None:
                             file=args.filename)
         elif args.command == "token":
             commands.token_create(client, args.ttl)
+        elif args.command == "twin":
+            twin_set(client, args.device, args.assignments, namespace=args.namespace)
         elif args.command == "user":
             commands.user_create(client, args.user_name, args.role)
         else:  # argparse only lets known commands through
