@@ -11,21 +11,35 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from edgecore.config import EdgePaths, load_config
+from edgecore.dmi import DmiServer
+from edgecore.eventbus import DEFAULT_LISTEN, BusClient, start_eventbus, stop_eventbus
 from edgecore.hub import HubClient
 from edgecore.meta import MetaCache
 from edgecore.metaserver import MetaServer
 from edgecore.outbox import Outbox
+from edgecore.twin.manager import DeviceListener, DeviceTwins
+from edgecore.twin.store import TwinStore
+
+if TYPE_CHECKING:
+    from edgecore.eventbus.broker import EmbeddedBroker
 
 log = logging.getLogger(__name__)
 
 
 class EdgeCore:
-    def __init__(self, data_dir: Path, *, metaserver: tuple[str, int] | None = None) -> None:
+    def __init__(self, data_dir: Path, *, metaserver: tuple[str, int] | None = None,
+                 mqtt_mode: Literal["embedded", "external"] = "embedded",
+                 mqtt_listen: tuple[str, int] = DEFAULT_LISTEN,
+                 mqtt_url: str | None = None) -> None:
         self.paths = EdgePaths(data_dir)
         self.cfg = load_config(self.paths.config)
         self._metaserver_addr = metaserver
+        self._mqtt_mode = mqtt_mode
+        self._mqtt_listen = mqtt_listen
+        self._mqtt_url = mqtt_url
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
         self.hub: HubClient | None = None
@@ -40,7 +54,25 @@ class EdgeCore:
         hub = HubClient(self.cfg, self.paths, cache, outbox)
         self.hub = hub
         hub_task: asyncio.Task[None] | None = None
+        twin_store = TwinStore.open(self.paths.root / "twin.db")
+        bus: BusClient | None = None
+        broker: EmbeddedBroker | None = None
+        twins: DeviceTwins | None = None
+        dmi: DmiServer | None = None
         try:
+            bus, broker = await start_eventbus(self._mqtt_mode, self._mqtt_listen, self._mqtt_url,
+                                               client_id=f"edgecore-{self.cfg.nodeName}")
+            log.info("EventBus: %s", f"embedded broker on {self._mqtt_listen[0]}:"
+                     f"{broker.bound_port}" if broker else f"external broker {self._mqtt_url}")
+            twins = DeviceTwins(self.cfg.nodeName, cache, twin_store, publish=bus.publish,
+                                upstream=hub.report_status)
+            hub.on_synced.append(twins.resync_all)
+            for topic_filter in twins.subscriptions():
+                await bus.subscribe(topic_filter, twins.on_mqtt)
+            dmi = DmiServer(self.paths.dmi_socket, twins)
+            twins.device_listeners.append(_mapper_notifier(dmi, cache))
+            await dmi.start(known_mappers=twin_store.mappers())
+            await twins.start()
             if self._metaserver_addr is not None:
                 host, port = self._metaserver_addr
                 self.metaserver = MetaServer(cache, host, port)
@@ -61,8 +93,42 @@ class EdgeCore:
                 hub_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await hub_task
+            if twins is not None:
+                await twins.stop()
+            if dmi is not None:
+                await dmi.stop()
+            if bus is not None:
+                await stop_eventbus(bus, broker)
             if self.metaserver is not None:
                 await self.metaserver.stop()
+            twin_store.close()
             cache.close()
             outbox.close()
             log.info("edgecore stopped")
+
+
+def _mapper_notifier(dmi: DmiServer, cache: MetaCache) -> DeviceListener:
+    """Tell the mapper of a device's protocol when the device appears, changes (a new
+    desired value included) or goes; its model is sent first."""
+
+    async def notify(_key: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        device = new or old
+        assert device is not None
+        protocol = ((device.get("spec") or {}).get("protocol") or {}).get("protocolName")
+        mapper = dmi.mapper(protocol) if protocol else None
+        if mapper is None:
+            return
+        ns, name = device["metadata"]["namespace"], device["metadata"]["name"]
+        if new is None:
+            await mapper.remove_device(ns, name)
+            return
+        model_name = ((new.get("spec") or {}).get("deviceModelRef") or {}).get("name")
+        model = cache.get("DeviceModel", ns, model_name) if model_name else None
+        if model is not None:
+            await mapper.create_device_model(model)
+        if old is None:
+            await mapper.register_device(new, model)
+        elif old.get("spec") != new.get("spec"):
+            await mapper.update_device(new, model)
+
+    return notify

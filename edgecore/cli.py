@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--labels", help="k=v,k2=v2")
     r = sub.add_parser("run", help="run the edge core")
     r.add_argument("--data-dir", type=Path, required=True)
+    r.add_argument("--mqtt", choices=["embedded", "external"], default="embedded",
+                   help="run the embedded MQTT broker (default) or use an external one")
+    r.add_argument("--mqtt-url", help="tcp://HOST:PORT of the external broker")
+    r.add_argument("--mqtt-listen", type=_hostport, default=("127.0.0.1", 1883),
+                   metavar="HOST:PORT", help="where the embedded broker listens")
     r.add_argument("--metaserver", type=_hostport, metavar="HOST:PORT")
     r.add_argument("--log-level", default="info")
     r.add_argument("--log-format", choices=["text", "json"], default="text")
@@ -62,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     from edgecore.app import EdgeCore
 
     try:
-        core = EdgeCore(args.data_dir, metaserver=args.metaserver)
+        if args.mqtt == "external" and not args.mqtt_url:
+            print("edgecore: --mqtt external needs --mqtt-url tcp://HOST:PORT", file=sys.stderr)
+            return 2
+        core = EdgeCore(args.data_dir, metaserver=args.metaserver, mqtt_mode=args.mqtt,
+                        mqtt_listen=args.mqtt_listen, mqtt_url=args.mqtt_url)
     except ConfigError as exc:
         print(f"edgecore: {exc}", file=sys.stderr)
         return 2

@@ -65,6 +65,8 @@ class HubClient:
         self._ws: ClientConnection | None = None
         self._csr: tuple[str, bytes] | None = None  # (envelope id, key PEM) awaiting a cert
         self.renewals = 0
+        # Called after every completed resync (the twin re-queues all device statuses).
+        self.on_synced: list[Callable[[], None]] = []
 
     # ---- public -------------------------------------------------------------------------
 
@@ -183,6 +185,8 @@ class HubClient:
                 log.info("resync with the cloud: %d upserts and %d deletes to apply",
                          done.upserts, done.deletes)
                 self.synced.set()
+                for hook in self.on_synced:
+                    hook()
             elif env.op is Op.ACK:
                 if env.parent_id and self.outbox.remove(env.parent_id):
                     self._outbox_wake.set()

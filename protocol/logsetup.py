@@ -37,5 +37,6 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     # Third-party chatter stays at warning unless we debug our own code.
-    for noisy in ("websockets", "uvicorn", "asyncio", "httpx"):
+    for noisy in ("websockets", "uvicorn", "asyncio", "httpx", "amqtt", "transitions",
+                  "pymodbus", "grpc"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

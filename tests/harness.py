@@ -194,6 +194,8 @@ class Edge:
         self.dir = root / name
         self.log_path = root / f"{name}.log"
         self.meta_port = free_port()
+        self.mqtt_port = free_port()
+        self.mqtt_url: str | None = None  # set to use an external broker
         self.link = {**FAST_LINK, **(link or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -214,7 +216,9 @@ class Edge:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [*command("edgecore"), "run", "--data-dir", str(self.dir),
-             "--metaserver", f"127.0.0.1:{self.meta_port}", "--log-level", "debug"],
+             "--metaserver", f"127.0.0.1:{self.meta_port}", "--log-level", "debug",
+             *(["--mqtt", "external", "--mqtt-url", self.mqtt_url] if self.mqtt_url
+               else ["--mqtt-listen", f"127.0.0.1:{self.mqtt_port}"])],
             stdout=log, stderr=subprocess.STDOUT,
         )
         wait_until(self._serving, 20, what=f"edgecore {self.name} metaserver")

@@ -1,0 +1,1 @@
+"""The edge's DeviceTwin: desired and reported values per device property."""

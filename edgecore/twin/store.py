@@ -1,0 +1,65 @@
+"""Durable twin state on the edge: one row per device (twin JSON, state, last online)
+and the mappers registered over DMI, in sqlite (WAL, synchronous=FULL) so a reported
+value acknowledged to a device app survives kill -9 and a reboot."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol.twin import Twin, twin_from_json, twin_to_json
+
+
+@dataclass
+class DeviceRecord:
+    twin: Twin
+    state: str = "unknown"
+    last_online: str = ""
+
+
+class TwinStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._db = conn
+
+    @classmethod
+    def open(cls, path: Path) -> TwinStore:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS devices (key TEXT PRIMARY KEY, twin BLOB NOT NULL,"
+                     " state TEXT NOT NULL, last_online TEXT NOT NULL)")
+        conn.execute("CREATE TABLE IF NOT EXISTS mappers (protocol TEXT PRIMARY KEY,"
+                     " info TEXT NOT NULL)")
+        return cls(conn)
+
+    def load(self) -> dict[str, DeviceRecord]:
+        return {
+            key: DeviceRecord(twin_from_json(blob), state, last_online)
+            for key, blob, state, last_online in self._db.execute(
+                "SELECT key, twin, state, last_online FROM devices")
+        }
+
+    def save(self, key: str, record: DeviceRecord) -> None:
+        self._db.execute(
+            "INSERT INTO devices (key, twin, state, last_online) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET twin=excluded.twin, state=excluded.state,"
+            " last_online=excluded.last_online",
+            (key, twin_to_json(record.twin), record.state, record.last_online))
+
+    def drop(self, key: str) -> None:
+        self._db.execute("DELETE FROM devices WHERE key = ?", (key,))
+
+    def save_mapper(self, info: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO mappers (protocol, info) VALUES (?, ?)"
+            " ON CONFLICT(protocol) DO UPDATE SET info=excluded.info",
+            (str(info["protocol"]), json.dumps(info)))
+
+    def mappers(self) -> list[dict[str, Any]]:
+        return [json.loads(row[0]) for row in self._db.execute("SELECT info FROM mappers")]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,1 @@
+"""What every edgefleet mapper shares: the DMI client and server (``mappers.sdk.dmi``)."""
