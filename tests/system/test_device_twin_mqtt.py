@@ -14,6 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.harness import Cloud, Edge, device, device_model, wait_until
 from tests.mosquitto import Mosquitto
@@ -29,10 +30,10 @@ class DeviceApp:
 
     def __init__(self, port: int) -> None:
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="device-app",
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="device-app",
                                   protocol=mqtt.MQTTv311)
         # It also hears its own requests (it subscribes to BASE/#): decode lazily.
-        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload))
+        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *_a: subscribed.set()
         self.client.connect("127.0.0.1", port, keepalive=30)

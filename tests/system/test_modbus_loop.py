@@ -56,6 +56,14 @@ def _reported(cloud: Cloud, prop: str) -> str | None:
     return None
 
 
+def _reported_at(cloud: Cloud, prop: str) -> int:
+    """When the cloud's reported value of ``prop`` was read at the edge (ms), 0 if none."""
+    for twin in (cloud.get("Device", "thermostat-1").get("status") or {}).get("twins") or []:
+        if twin["propertyName"] == prop and twin.get("reported"):
+            return int(twin["reported"]["metadata"]["timestamp"])
+    return 0
+
+
 def _holding_register(port: int) -> int:
     async def read() -> int:
         client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2)
@@ -113,3 +121,79 @@ def test_reported_values_reach_the_cloud_and_twin_set_reaches_the_device(
         mapper.terminate()
         mapper.wait(10)
         mapper_log.close()
+
+
+def _twin_get(port: int) -> dict[str, Any]:
+    """A KubeEdge device app's twin/get on the edge's local broker."""
+    import json
+    import queue
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    base = "$hw/events/device/default/thermostat-1/twin/get"
+    replies: queue.Queue[bytes] = queue.Queue()
+    subscribed: queue.Queue[int] = queue.Queue()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="twin-get-probe")
+    client.on_message = lambda _c, _u, m: replies.put(bytes(m.payload))
+    client.on_subscribe = lambda *_a: subscribed.put(1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.subscribe(f"{base}/result", qos=1)
+        subscribed.get(timeout=10)
+        client.publish(base, json.dumps({"event_id": "probe"}), qos=1).wait_for_publish(5)
+        return dict(json.loads(replies.get(timeout=10)))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_the_edge_keeps_working_without_the_cloud_and_reconciles_after(
+    cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],
+    simulator: int, tmp_path: Path,
+) -> None:
+    cloud = cloud_factory().start()
+    edge = edge_factory(cloud, "edge-a")
+    assert edge.join(cloud.join_token()).returncode == 0
+    edge.start()
+    mapper = subprocess.Popen(
+        [*command("mapper-modbus"), "--dmi-socket", str(edge.dir / "dmi.sock")],
+        stdout=open(tmp_path / "mapper.log", "ab"), stderr=subprocess.STDOUT)
+    try:
+        for doc in _thermostat(simulator):
+            assert cloud.apply(doc).status_code in (200, 201)
+        wait_until(lambda: _reported(cloud, "setpoint") == "21", 15, what="first report")
+
+        # Cloud down: the mapper keeps polling and the local twin keeps moving.
+        assert cloud.stop() == 0
+        def local_reading() -> tuple[str, int]:
+            actual = _twin_get(edge.mqtt_port)["twin"]["temperature"]["actual"]
+            return str(actual["value"]), int(actual["metadata"]["timestamp"])
+
+        _, first = local_reading()
+        # The temperature drifts every 500 ms; a new reading has a new timestamp.
+        wait_until(lambda: local_reading()[1] > first, 15, interval=0.5,
+                   what="new temperature readings with the cloud down")
+        local, _ = local_reading()
+
+        # The cloud comes back: the latest local values arrive.
+        cloud.start()
+        edge.wait_synced(after=1)
+        wait_until(lambda: _reported_at(cloud, "temperature") > first, 20,
+                   what="readings taken while the cloud was down, in the cloud")
+        assert local  # a reading existed locally while the cloud was away
+
+        # The edge away: a desired value set in the cloud meanwhile is applied on return.
+        assert edge.stop() == 0
+        efctl = subprocess.run(
+            [*command("efctl"), "--config", str(cloud.efctl_config), "twin", "set",
+             "thermostat-1", "setpoint=19"], capture_output=True, text=True, timeout=30)
+        assert efctl.returncode == 0, efctl.stderr
+        edge.start()
+        wait_until(lambda: _holding_register(simulator) == 19, 30,
+                   what="the desired value set while the edge was away, on the device")
+        wait_until(lambda: _reported(cloud, "setpoint") == "19", 20, what="reported 19")
+    finally:
+        mapper.terminate()
+        mapper.wait(10)
