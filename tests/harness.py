@@ -323,3 +323,10 @@ def node_ready(cloud: Cloud, name: str) -> str | None:
 
 def strip_volatile(objs: list[dict[str, Any]]) -> list[str]:
     return sorted(json.dumps(o, sort_keys=True) for o in objs)
+
+
+def kubeedge_crds_dir() -> Path:
+    """shared/reference/kubeedge-crds: beside the checkout (as CI lays it out), else the
+    workspace's copy.  Missing only outside this workspace."""
+    beside = Path(__file__).resolve().parents[2] / "shared" / "reference" / "kubeedge-crds"
+    return beside if beside.exists() else Path("/work/shared/reference/kubeedge-crds")

@@ -2,3 +2,4 @@
 
 from protocol.kinds import core as core
 from protocol.kinds import devices as devices
+from protocol.kinds import rules as rules

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import pytest
@@ -24,6 +23,7 @@ from protocol.kinds.devices import (
     device_node,
 )
 from protocol.resources import REGISTRY, validate_object
+from tests.harness import kubeedge_crds_dir
 
 API_VERSION = "devices.kubeedge.io/v1beta1"
 
@@ -302,7 +302,7 @@ def test_duplicate_names_need_not_be_adjacent() -> None:
 # The CRDs live in the shared workspace (CI has them).  Run outside this workspace the
 # test is skipped rather than failed; it never runs against anything but the real files.
 
-CRD_DIR = Path("/work/shared/reference/kubeedge-crds")
+CRD_DIR = kubeedge_crds_dir()
 CRDS = {"Device": "devices_v1beta1_device.yaml", "DeviceModel": "devices_v1beta1_devicemodel.yaml"}
 needs_crds = pytest.mark.skipif(not CRD_DIR.is_dir(), reason="KubeEdge CRDs not present")
 
