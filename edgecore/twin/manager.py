@@ -30,7 +30,6 @@ from typing import Any
 from edgecore.meta import CacheEvent, MetaCache
 from edgecore.twin.store import DeviceRecord, TwinStore
 from protocol.envelope import ObjectRef
-from protocol.errors import NotFound
 from protocol.events import EventType
 from protocol.kinds.devices import device_model_name, device_node
 from protocol.resources import make_key
@@ -57,6 +56,7 @@ from protocol.twin_messages import (
     MembershipDevice,
     MembershipGetResult,
     MembershipUpdated,
+    StateUpdateRequest,
     TwinError,
     TwinUpdateRequest,
     parse_get_request,
@@ -253,8 +253,6 @@ class DeviceTwins:
         await self._after_update(namespace, name, outcome)
 
     async def report_state(self, namespace: str, name: str, state: str) -> None:
-        from protocol.twin_messages import StateUpdateRequest
-
         outcome = self._state(namespace, name,
                               StateUpdateRequest(event_id=_event_id(), timestamp=0, state=state))
         if outcome.error is not None:
@@ -400,7 +398,3 @@ class DeviceTwins:
     def register_mapper(self, info: dict[str, Any]) -> None:
         self._store.save_mapper({k: (v.decode() if isinstance(v, bytes) else v)
                                  for k, v in info.items()})
-
-    def require_device(self, namespace: str, name: str) -> None:
-        if self._device(namespace, name) is None:
-            raise NotFound(f"device {namespace}/{name} is not on node {self.node}")
