@@ -28,9 +28,10 @@ BASE = f"$hw/events/device/{NS}/{NAME}"
 class DeviceApp:
     """A KubeEdge device app: publishes on the twin topics, collects every reply."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, name: str = NAME, client_id: str = "device-app") -> None:
+        self.base = f"$hw/events/device/{NS}/{name}"
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="device-app",
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv311)
         # It also hears its own requests (it subscribes to BASE/#): decode lazily.
         self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
@@ -38,13 +39,13 @@ class DeviceApp:
         self.client.on_subscribe = lambda *_a: subscribed.set()
         self.client.connect("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
-        self.client.subscribe(f"{BASE}/#", qos=1)
+        self.client.subscribe(f"{self.base}/#", qos=1)
         if not subscribed.wait(10):
             raise AssertionError("the device app's subscription was not acknowledged")
 
     def publish(self, suffix: str, payload: dict[str, Any] | bytes) -> None:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.client.publish(f"{BASE}/{suffix}", data, qos=1).wait_for_publish(5)
+        self.client.publish(f"{self.base}/{suffix}", data, qos=1).wait_for_publish(5)
 
     def next(self, topic_suffix: str, event_id: str | None = None,
              timeout: float = 10) -> dict[str, Any]:
@@ -54,9 +55,9 @@ class DeviceApp:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no message on {BASE}/{topic_suffix}")
+                raise AssertionError(f"no message on {self.base}/{topic_suffix}")
             topic, body = self.messages.get(timeout=left)
-            if topic == f"{BASE}/{topic_suffix}":
+            if topic == f"{self.base}/{topic_suffix}":
                 decoded = dict(json.loads(body))
                 if event_id is None or decoded.get("event_id") == event_id:
                     return decoded
@@ -132,8 +133,13 @@ def _run(cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],
         app.publish("twin/update", {"event_id": "e3", "twin": {"temperature": {"actual": {
             "value": "hot"}}, }})  # temperature is INT in the model
         assert app.next("twin/update/result", event_id="e3")["code"] == 400
-        app.client.publish("$hw/events/device/default/nope/twin/update", json.dumps(
-            {"event_id": "e4", "twin": {"x": {"actual": {"value": "1"}}}}), qos=1)
+        unknown = DeviceApp(port, name="nope", client_id="unknown-app")
+        try:
+            unknown.publish("twin/update", {"event_id": "e4",
+                                            "twin": {"x": {"actual": {"value": "1"}}}})
+            assert unknown.next("twin/update/result", event_id="e4")["code"] == 404
+        finally:
+            unknown.close()
         big = {"event_id": "big", "twin": {"temperature": {"actual": {"value": "1"}}},
                "padding": "x" * (1 << 20)}
         app.publish("twin/update", big)
