@@ -25,17 +25,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tests.harness import free_port
+
 READY_TIMEOUT = 10.0
 
 
 class MosquittoMissing(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_mosquitto(binary: str = "mosquitto") -> str:

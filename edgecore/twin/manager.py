@@ -40,6 +40,7 @@ from protocol.topics import (
     device_topic,
     node_topic,
     parse_topic,
+    reply_topic,
 )
 from protocol.twin import (
     apply_desired_from_cloud,
@@ -59,6 +60,7 @@ from protocol.twin_messages import (
     StateUpdateRequest,
     TwinError,
     TwinUpdateRequest,
+    device_not_found,
     parse_get_request,
     parse_state_update,
     parse_update_request,
@@ -292,47 +294,42 @@ class DeviceTwins:
             log.exception("twin: handling %s failed", topic)
 
     async def _dispatch(self, match: TopicMatch, payload: bytes) -> None:
+        reply_to = reply_topic(match)
+        if reply_to is None or (match.node is not None and match.node != self.node):
+            return  # not a request, or another node's membership
+        answer, outcome = self._answer(match, payload)
+        if isinstance(answer, TwinError):
+            answer = answer.to_result(self.now_ms())
+        await self._publish(reply_to, answer.to_json())
+        if outcome is not None and outcome.error is None:
+            await self._after_update(match.namespace or "", match.name or "", outcome)
+
+    def _answer(self, match: TopicMatch, payload: bytes) -> tuple[Any, Any]:
+        """The reply to one request (a result model or a TwinError) and, for an
+        accepted twin update, its outcome (whose delta and document follow the reply)."""
         ns, name = match.namespace or "", match.name or ""
         if match.action is TopicAction.TWIN_UPDATE:
             request = parse_update_request(payload)
-            reply = device_topic(ns, name, TopicAction.TWIN_UPDATE_RESULT)
             if isinstance(request, TwinError):
-                await self._publish(reply, request.to_result(self.now_ms()).to_json())
-                return
+                return request, None
             outcome = self.edge_update(ns, name, request)
-            await self._publish(reply, outcome.result.to_json())
-            if outcome.error is None:
-                await self._after_update(ns, name, outcome)
-        elif match.action is TopicAction.TWIN_GET:
-            get = parse_get_request(payload)
-            reply = device_topic(ns, name, TopicAction.TWIN_GET_RESULT)
-            if isinstance(get, TwinError):
-                await self._publish(reply, get.to_result(self.now_ms()).to_json())
-                return
-            record = self._records.get(_key(ns, name)) if self._device(ns, name) else None
-            if record is None:
-                err = TwinError(404, f"device {ns}/{name} does not exist", get.event_id)
-                await self._publish(reply, err.to_result(self.now_ms()).to_json())
-                return
-            await self._publish(reply, build_get_result(record.twin, event_id=get.event_id,
-                                                        now_ms=self.now_ms()).to_json())
-        elif match.action is TopicAction.STATE_UPDATE:
+            return outcome.result, outcome
+        if match.action is TopicAction.STATE_UPDATE:
             state = parse_state_update(payload)
-            reply = device_topic(ns, name, TopicAction.STATE_UPDATE_RESULT)
-            if isinstance(state, TwinError):
-                await self._publish(reply, state.to_result(self.now_ms()).to_json())
-                return
-            await self._publish(reply, self._state(ns, name, state).result.to_json())
-        elif match.action is TopicAction.MEMBERSHIP_GET and match.node == self.node:
-            get = parse_get_request(payload)
-            reply = node_topic(self.node, TopicAction.MEMBERSHIP_GET_RESULT)
-            if isinstance(get, TwinError):
-                await self._publish(reply, get.to_result(self.now_ms()).to_json())
-                return
+            return (state if isinstance(state, TwinError)
+                    else self._state(ns, name, state).result), None
+        get = parse_get_request(payload)  # twin/get and membership/get
+        if isinstance(get, TwinError):
+            return get, None
+        if match.action is TopicAction.MEMBERSHIP_GET:
             devices = [self._member(d) for d in self._cache.list("Device")
                        if device_node(d) == self.node]
-            await self._publish(reply, MembershipGetResult(
-                event_id=get.event_id, timestamp=self.now_ms(), devices=devices).to_json())
+            return MembershipGetResult(event_id=get.event_id, timestamp=self.now_ms(),
+                                       devices=devices), None
+        record = self._records.get(_key(ns, name)) if self._device(ns, name) else None
+        if record is None:
+            return device_not_found(f"{ns}/{name}", get.event_id), None
+        return build_get_result(record.twin, event_id=get.event_id, now_ms=self.now_ms()), None
 
     # ---- reported values to the cloud ---------------------------------------------------
 
