@@ -13,13 +13,16 @@ keeps them.  The DMI carries less than the CRD, so a round trip keeps exactly th
   ``spec.nodeName``, other metadata, ``status.state``/``lastOnlineTime``.  KubeEdge
   1.23's ``spec.stateReport`` is sent as ``status.reportToCloud``/``reportCycle`` (the
   only place the DMI has for it) and comes back there.
-- DeviceModel: ``metadata.name``/``namespace`` and ``spec.properties`` (name,
-  description, type, accessMode, minimum, maximum, unit).  ``spec.protocol``,
-  ``spec.protocolConfigData`` and property ``visitors`` are not carried; they are the
-  model *defaults* that ``merge_model_defaults`` folds into each Device instead.
+- DeviceModel: ``metadata.name``/``namespace``, ``spec.properties`` (name,
+  description, type, accessMode, minimum, maximum, unit) and ``spec.commands`` (which
+  the CRD does not have; their ``response`` bytes are base64 text in the dict).
+  ``spec.protocol``, ``spec.protocolConfigData`` and property ``visitors`` are not
+  carried; they are the model *defaults* that ``merge_model_defaults`` folds into each
+  Device instead.
 
-Free-form ``configData`` objects travel as ``map<string, google.protobuf.Any>``, one
-``Any`` per top-level key, as KubeEdge's ``dataToAny`` does:
+Free-form objects (``configData``, ``pushMethod.anomalyDetection``) travel as
+``map<string, google.protobuf.Any>``, one ``Any`` per top-level key, as KubeEdge's
+``dataToAny`` does:
 
     str -> StringValue   int -> Int64Value   float -> DoubleValue   bool -> BoolValue
     dict -> Struct       list -> ListValue   None -> Value(null)
@@ -68,9 +71,13 @@ _CRD_KEY: dict[tuple[str, str], str] = {
     ("v1beta1.PushMethodHTTP", "hostname"): "hostName",
     ("v1beta1.PushMethodHTTP", "requestpath"): "requestPath",
     ("v1beta1.DBMethod", "tdengine"): "TDEngine",
-    ("v1beta1.DBMethodTDEngine", "tdengineClientConfig"): "TDEngineClientConfig",
+    ("v1beta1.DBMethodTDEngine", "tdEngineClientConfig"): "TDEngineClientConfig",
+    ("v1beta1.TDEngineClientConfig", "dbname"): "dbName",
 }
-_CUSTOMIZED_VALUE = "v1beta1.CustomizedValue"
+# Messages that are one free-form object (``map<string, Any> data = 1``); they carry the
+# CRD's x-preserve-unknown-fields objects (configData, pushMethod.anomalyDetection).
+_FREE_FORM = frozenset({"v1beta1.CustomizedValue", "v1beta1.AnomalyDetection"})
+FreeFormMessage = api_pb2.CustomizedValue | api_pb2.AnomalyDetection
 
 
 # --- configData values <-> google.protobuf.Any ------------------------------------------
@@ -148,9 +155,7 @@ def customized_to_proto(
     return out
 
 
-def customized_from_proto(
-    msg: api_pb2.CustomizedValue, path: str = "configData"
-) -> dict[str, Any]:
+def customized_from_proto(msg: FreeFormMessage, path: str = "configData") -> dict[str, Any]:
     return {key: unpack_value(value, f"{path}.{key}") for key, value in msg.data.items()}
 
 
@@ -233,6 +238,16 @@ def _scalar(field: Any, value: Any, path: str) -> Any:
         if not isinstance(value, bool):
             raise InvalidObject("must be a boolean", field=path)
         return value
+    if kind == field.TYPE_BYTES:
+        # JSON has no bytes: base64 text, as Go's encoding/json renders []byte.
+        if isinstance(value, bytes):
+            return value
+        if not isinstance(value, str):
+            raise InvalidObject("must be base64 text", field=path)
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError as err:
+            raise InvalidObject("must be base64 text", field=path) from err
     if kind in (field.TYPE_INT64, field.TYPE_INT32):
         low, high = _INT64 if kind == field.TYPE_INT64 else _INT32
         if isinstance(value, bool) or not isinstance(value, int):
@@ -256,7 +271,7 @@ def _fill(msg: Any, data: Any, path: str) -> None:
             continue
         where = f"{path}.{key}"
         target = getattr(msg, field.name)
-        if _is_map(field):  # only map<string, string> outside CustomizedValue
+        if _is_map(field):  # only map<string, string> outside the free-form messages
             if not isinstance(value, Mapping):
                 raise InvalidObject("must be an object", field=where)
             for k, v in value.items():
@@ -272,7 +287,7 @@ def _fill(msg: Any, data: Any, path: str) -> None:
                 else:
                     _fill(target.add(), item, f"{where}[{i}]")
         elif field.message_type is not None:
-            if field.message_type.full_name == _CUSTOMIZED_VALUE:
+            if field.message_type.full_name in _FREE_FORM:
                 _fill_customized(target, value, where)
             else:
                 _fill(target, value, where)
@@ -294,21 +309,28 @@ def _read(msg: Any, path: str) -> dict[str, Any]:
         elif field.is_repeated:
             if value:
                 if field.message_type is None:
-                    out[key] = list(value)
+                    out[key] = [_plain(field, item) for item in value]
                 else:
                     out[key] = [_read(item, f"{where}[{i}]") for i, item in enumerate(value)]
         elif field.has_presence:
             if not msg.HasField(field.name):
                 continue
             if field.message_type is None:
-                out[key] = value
-            elif field.message_type.full_name == _CUSTOMIZED_VALUE:
+                out[key] = _plain(field, value)
+            elif field.message_type.full_name in _FREE_FORM:
                 out[key] = customized_from_proto(value, where)
             else:
                 out[key] = _read(value, where)
         else:  # a plain proto3 scalar (Twin.propertyName, TwinProperty.value): always there
-            out[key] = value
+            out[key] = _plain(field, value)
     return out
+
+
+def _plain(field: Any, value: Any) -> Any:
+    """A scalar field's value as JSON can hold it (bytes become base64 text)."""
+    if field.type == field.TYPE_BYTES:
+        return base64.b64encode(value).decode("ascii")
+    return value
 
 
 def _mapping(value: Any, path: str) -> Mapping[str, Any]:

@@ -190,10 +190,20 @@ class ModelProperty(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[str] = ..., accessMode: _Optional[str] = ..., minimum: _Optional[str] = ..., maximum: _Optional[str] = ..., unit: _Optional[str] = ...) -> None: ...
 
 class DeviceCommand(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "url", "method", "status_code", "parameters", "response")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    url: str
+    method: str
+    status_code: _containers.RepeatedScalarFieldContainer[str]
+    parameters: _containers.RepeatedScalarFieldContainer[str]
+    response: bytes
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., method: _Optional[str] = ..., status_code: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Iterable[str]] = ..., response: _Optional[bytes] = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("name", "spec", "status", "namespace")
@@ -219,7 +229,43 @@ class DeviceSpec(_message.Message):
     methods: _containers.RepeatedCompositeFieldContainer[DeviceMethod]
     def __init__(self, deviceModelReference: _Optional[str] = ..., protocol: _Optional[_Union[ProtocolConfig, _Mapping]] = ..., properties: _Optional[_Iterable[_Union[DeviceProperty, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[DeviceMethod, _Mapping]]] = ...) -> None: ...
 
+class DeviceMethod(_message.Message):
+    __slots__ = ("name", "description", "propertyNames")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PROPERTYNAMES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    propertyNames: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., propertyNames: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeviceProperty(_message.Message):
+    __slots__ = ("name", "desired", "visitors", "reportCycle", "collectCycle", "reportToCloud", "pushMethod")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    VISITORS_FIELD_NUMBER: _ClassVar[int]
+    REPORTCYCLE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTCYCLE_FIELD_NUMBER: _ClassVar[int]
+    REPORTTOCLOUD_FIELD_NUMBER: _ClassVar[int]
+    PUSHMETHOD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    desired: TwinProperty
+    visitors: VisitorConfig
+    reportCycle: int
+    collectCycle: int
+    reportToCloud: bool
+    pushMethod: PushMethod
+    def __init__(self, name: _Optional[str] = ..., desired: _Optional[_Union[TwinProperty, _Mapping]] = ..., visitors: _Optional[_Union[VisitorConfig, _Mapping]] = ..., reportCycle: _Optional[int] = ..., collectCycle: _Optional[int] = ..., reportToCloud: _Optional[bool] = ..., pushMethod: _Optional[_Union[PushMethod, _Mapping]] = ...) -> None: ...
+
 class ProtocolConfig(_message.Message):
+    __slots__ = ("protocolName", "configData")
+    PROTOCOLNAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIGDATA_FIELD_NUMBER: _ClassVar[int]
+    protocolName: str
+    configData: CustomizedValue
+    def __init__(self, protocolName: _Optional[str] = ..., configData: _Optional[_Union[CustomizedValue, _Mapping]] = ...) -> None: ...
+
+class VisitorConfig(_message.Message):
     __slots__ = ("protocolName", "configData")
     PROTOCOLNAME_FIELD_NUMBER: _ClassVar[int]
     CONFIGDATA_FIELD_NUMBER: _ClassVar[int]
@@ -240,55 +286,19 @@ class CustomizedValue(_message.Message):
     data: _containers.MessageMap[str, _any_pb2.Any]
     def __init__(self, data: _Optional[_Mapping[str, _any_pb2.Any]] = ...) -> None: ...
 
-class DeviceProperty(_message.Message):
-    __slots__ = ("name", "desired", "visitors", "reportCycle", "collectCycle", "reportToCloud", "pushMethod")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    DESIRED_FIELD_NUMBER: _ClassVar[int]
-    VISITORS_FIELD_NUMBER: _ClassVar[int]
-    REPORTCYCLE_FIELD_NUMBER: _ClassVar[int]
-    COLLECTCYCLE_FIELD_NUMBER: _ClassVar[int]
-    REPORTTOCLOUD_FIELD_NUMBER: _ClassVar[int]
-    PUSHMETHOD_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    desired: TwinProperty
-    visitors: VisitorConfig
-    reportCycle: int
-    collectCycle: int
-    reportToCloud: bool
-    pushMethod: PushMethod
-    def __init__(self, name: _Optional[str] = ..., desired: _Optional[_Union[TwinProperty, _Mapping]] = ..., visitors: _Optional[_Union[VisitorConfig, _Mapping]] = ..., reportCycle: _Optional[int] = ..., collectCycle: _Optional[int] = ..., reportToCloud: _Optional[bool] = ..., pushMethod: _Optional[_Union[PushMethod, _Mapping]] = ...) -> None: ...
-
-class VisitorConfig(_message.Message):
-    __slots__ = ("protocolName", "configData")
-    PROTOCOLNAME_FIELD_NUMBER: _ClassVar[int]
-    CONFIGDATA_FIELD_NUMBER: _ClassVar[int]
-    protocolName: str
-    configData: CustomizedValue
-    def __init__(self, protocolName: _Optional[str] = ..., configData: _Optional[_Union[CustomizedValue, _Mapping]] = ...) -> None: ...
-
-class DeviceMethod(_message.Message):
-    __slots__ = ("name", "description", "propertyNames")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
-    PROPERTYNAMES_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    description: str
-    propertyNames: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., propertyNames: _Optional[_Iterable[str]] = ...) -> None: ...
-
 class PushMethod(_message.Message):
-    __slots__ = ("http", "mqtt", "otel", "dbMethod", "anomalyDetection")
+    __slots__ = ("http", "mqtt", "dbMethod", "otel", "anomalyDetection")
     HTTP_FIELD_NUMBER: _ClassVar[int]
     MQTT_FIELD_NUMBER: _ClassVar[int]
-    OTEL_FIELD_NUMBER: _ClassVar[int]
     DBMETHOD_FIELD_NUMBER: _ClassVar[int]
+    OTEL_FIELD_NUMBER: _ClassVar[int]
     ANOMALYDETECTION_FIELD_NUMBER: _ClassVar[int]
     http: PushMethodHTTP
     mqtt: PushMethodMQTT
-    otel: PushMethodOTEL
     dbMethod: DBMethod
-    anomalyDetection: CustomizedValue
-    def __init__(self, http: _Optional[_Union[PushMethodHTTP, _Mapping]] = ..., mqtt: _Optional[_Union[PushMethodMQTT, _Mapping]] = ..., otel: _Optional[_Union[PushMethodOTEL, _Mapping]] = ..., dbMethod: _Optional[_Union[DBMethod, _Mapping]] = ..., anomalyDetection: _Optional[_Union[CustomizedValue, _Mapping]] = ...) -> None: ...
+    otel: PushMethodOTEL
+    anomalyDetection: AnomalyDetection
+    def __init__(self, http: _Optional[_Union[PushMethodHTTP, _Mapping]] = ..., mqtt: _Optional[_Union[PushMethodMQTT, _Mapping]] = ..., dbMethod: _Optional[_Union[DBMethod, _Mapping]] = ..., otel: _Optional[_Union[PushMethodOTEL, _Mapping]] = ..., anomalyDetection: _Optional[_Union[AnomalyDetection, _Mapping]] = ...) -> None: ...
 
 class PushMethodHTTP(_message.Message):
     __slots__ = ("hostname", "port", "requestpath", "timeout")
@@ -319,6 +329,19 @@ class PushMethodOTEL(_message.Message):
     ENDPOINTURL_FIELD_NUMBER: _ClassVar[int]
     endpointURL: str
     def __init__(self, endpointURL: _Optional[str] = ...) -> None: ...
+
+class AnomalyDetection(_message.Message):
+    __slots__ = ("data",)
+    class DataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _any_pb2.Any
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: _containers.MessageMap[str, _any_pb2.Any]
+    def __init__(self, data: _Optional[_Mapping[str, _any_pb2.Any]] = ...) -> None: ...
 
 class DBMethod(_message.Message):
     __slots__ = ("influxdb2", "redis", "tdengine", "mysql")
@@ -386,18 +409,18 @@ class RedisClientConfig(_message.Message):
     def __init__(self, addr: _Optional[str] = ..., db: _Optional[int] = ..., poolsize: _Optional[int] = ..., minIdleConns: _Optional[int] = ...) -> None: ...
 
 class DBMethodTDEngine(_message.Message):
-    __slots__ = ("tdengineClientConfig",)
+    __slots__ = ("tdEngineClientConfig",)
     TDENGINECLIENTCONFIG_FIELD_NUMBER: _ClassVar[int]
-    tdengineClientConfig: TDEngineClientConfig
-    def __init__(self, tdengineClientConfig: _Optional[_Union[TDEngineClientConfig, _Mapping]] = ...) -> None: ...
+    tdEngineClientConfig: TDEngineClientConfig
+    def __init__(self, tdEngineClientConfig: _Optional[_Union[TDEngineClientConfig, _Mapping]] = ...) -> None: ...
 
 class TDEngineClientConfig(_message.Message):
-    __slots__ = ("addr", "dbName")
+    __slots__ = ("addr", "dbname")
     ADDR_FIELD_NUMBER: _ClassVar[int]
     DBNAME_FIELD_NUMBER: _ClassVar[int]
     addr: str
-    dbName: str
-    def __init__(self, addr: _Optional[str] = ..., dbName: _Optional[str] = ...) -> None: ...
+    dbname: str
+    def __init__(self, addr: _Optional[str] = ..., dbname: _Optional[str] = ...) -> None: ...
 
 class DBMethodMySQL(_message.Message):
     __slots__ = ("mysqlClientConfig",)
@@ -414,6 +437,18 @@ class MySQLClientConfig(_message.Message):
     database: str
     userName: str
     def __init__(self, addr: _Optional[str] = ..., database: _Optional[str] = ..., userName: _Optional[str] = ...) -> None: ...
+
+class DBMethodOTEL(_message.Message):
+    __slots__ = ("otelExporterConfig",)
+    OTELEXPORTERCONFIG_FIELD_NUMBER: _ClassVar[int]
+    otelExporterConfig: OTELExporterConfig
+    def __init__(self, otelExporterConfig: _Optional[_Union[OTELExporterConfig, _Mapping]] = ...) -> None: ...
+
+class OTELExporterConfig(_message.Message):
+    __slots__ = ("endpointURL",)
+    ENDPOINTURL_FIELD_NUMBER: _ClassVar[int]
+    endpointURL: str
+    def __init__(self, endpointURL: _Optional[str] = ...) -> None: ...
 
 class DeviceStatus(_message.Message):
     __slots__ = ("twins", "reportToCloud", "reportCycle")

@@ -26,9 +26,11 @@ if _version_not_supported:
 
 
 class DeviceManagerServiceStub:
-    """---------------------------------------------------------------------------------
+    """=====================================================================================
+    Services
+    =====================================================================================
+
     Served by edgecore on its unix socket (DIR/dmi.sock); the mapper is the client.
-    ---------------------------------------------------------------------------------
     """
 
     def __init__(self, channel):
@@ -55,29 +57,31 @@ class DeviceManagerServiceStub:
 
 
 class DeviceManagerServiceServicer:
-    """---------------------------------------------------------------------------------
+    """=====================================================================================
+    Services
+    =====================================================================================
+
     Served by edgecore on its unix socket (DIR/dmi.sock); the mapper is the client.
-    ---------------------------------------------------------------------------------
     """
 
     def MapperRegister(self, request, context):
-        """A mapper announces itself (and the socket it serves DeviceMapperService on). With
-        withData it receives every Device of its protocol and their DeviceModels.
+        """A mapper announces itself and the socket it serves DeviceMapperService on. With
+        withData it gets back every Device of its protocol and the models they use.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReportDeviceStatus(self, request, context):
-        """Twin values read from a device: `reported`, with the `observedDesired` value the
-        mapper last acted on.
+        """Twin values read from a device (`reported`), each with the desired value the mapper
+        last acted on (`observedDesired`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReportDeviceStates(self, request, context):
-        """The device's connection state (online, offline, ok, unknown, unhealthy).
+        """The device's connection state: online, offline, ok, unknown or unhealthy.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,9 +114,11 @@ def add_DeviceManagerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DeviceManagerService:
-    """---------------------------------------------------------------------------------
+    """=====================================================================================
+    Services
+    =====================================================================================
+
     Served by edgecore on its unix socket (DIR/dmi.sock); the mapper is the client.
-    ---------------------------------------------------------------------------------
     """
 
     @staticmethod
@@ -198,9 +204,7 @@ class DeviceManagerService:
 
 
 class DeviceMapperServiceStub:
-    """---------------------------------------------------------------------------------
-    Served by each mapper on its own unix socket; edgecore is the client.
-    ---------------------------------------------------------------------------------
+    """Served by each mapper on its own unix socket; edgecore is the client.
     """
 
     def __init__(self, channel):
@@ -247,9 +251,7 @@ class DeviceMapperServiceStub:
 
 
 class DeviceMapperServiceServicer:
-    """---------------------------------------------------------------------------------
-    Served by each mapper on its own unix socket; edgecore is the client.
-    ---------------------------------------------------------------------------------
+    """Served by each mapper on its own unix socket; edgecore is the client.
     """
 
     def RegisterDevice(self, request, context):
@@ -341,9 +343,7 @@ def add_DeviceMapperServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DeviceMapperService:
-    """---------------------------------------------------------------------------------
-    Served by each mapper on its own unix socket; edgecore is the client.
-    ---------------------------------------------------------------------------------
+    """Served by each mapper on its own unix socket; edgecore is the client.
     """
 
     @staticmethod

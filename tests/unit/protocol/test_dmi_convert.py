@@ -104,7 +104,8 @@ def test_a_device_survives_the_wire_unchanged() -> None:
 def test_crd_spellings_map_to_the_proto_field_names() -> None:
     push = convert.device_to_proto(DEVICE).spec.properties[0].pushMethod
     assert push.http.hostname == "sink.local" and push.http.requestpath == "/t"
-    assert push.dbMethod.tdengine.tdengineClientConfig.addr == "td"
+    assert push.dbMethod.tdengine.tdEngineClientConfig.addr == "td"
+    assert push.dbMethod.tdengine.tdEngineClientConfig.dbname == "d"
 
 
 def test_falsy_values_are_kept_distinct_from_absent() -> None:
@@ -140,6 +141,41 @@ def test_a_model_survives_the_wire_without_its_defaults() -> None:
     model["spec"]["protocolConfigData"] = {"port": 502}
     model["spec"]["properties"][0]["visitors"] = {"configData": {"offset": 1}}
     assert convert.model_from_proto(convert.model_to_proto(model)) == MODEL
+
+
+def test_model_commands_survive_the_wire_with_bytes_as_base64() -> None:
+    # The CRD has no commands, but a peer's DeviceModel may carry them.
+    model = copy.deepcopy(MODEL)
+    model["spec"]["commands"] = [{"name": "reset", "url": "/reset", "method": "POST",
+                                  "status_code": ["200", "500"], "parameters": ["force"],
+                                  "response": "b2s="}]
+    msg = wire(convert.model_to_proto(model))
+    assert msg.spec.commands[0].response == b"ok"
+    assert convert.model_from_proto(msg) == model
+
+
+def test_a_command_response_that_is_not_base64_is_named() -> None:
+    model = copy.deepcopy(MODEL)
+    model["spec"]["commands"] = [{"name": "reset", "response": "not base64!"}]
+    with pytest.raises(InvalidObject) as err:
+        convert.model_to_proto(model)
+    assert err.value.field == "spec.commands[0].response"
+
+
+def test_redis_sizes_beyond_int32_are_refused_not_truncated() -> None:
+    # KubeEdge's DMI declares them int32; the CRD accepts any integer.
+    device = copy.deepcopy(DEVICE)
+    redis = device["spec"]["properties"][0]["pushMethod"]["dbMethod"]["redis"]
+    redis["redisClientConfig"]["poolsize"] = 2**31
+    with pytest.raises(InvalidObject) as err:
+        convert.device_to_proto(device)
+    assert err.value.field == (
+        "spec.properties[0].pushMethod.dbMethod.redis.redisClientConfig.poolsize")
+
+
+def test_anomaly_detection_travels_as_a_free_form_object() -> None:
+    push = convert.device_to_proto(DEVICE).spec.properties[0].pushMethod
+    assert convert.customized_from_proto(push.anomalyDetection) == {"window": 10}
 
 
 def test_twins_round_trip() -> None:
