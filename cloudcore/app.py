@@ -25,6 +25,7 @@ from cloudcore.dispatch import Dispatcher
 from cloudcore.hub import Hub, HubConfig
 from cloudcore.join import JoinService
 from cloudcore.nodes import NodeLifecycle, NodeLifecycleConfig
+from cloudcore.router import Router, RouterConfig, RuleCounters, router_routes
 from cloudcore.store.sqlite import SqliteStore
 from efctl.config import write_efctl_config
 from protocol.errors import NotFound
@@ -101,6 +102,14 @@ class CloudCore:
             except NotFound:
                 return False
 
+        router = Router(
+            # ``hub`` is bound below; the router only calls this once serving.
+            lambda node, env, timeout: hub.request(node, env, timeout),
+            RuleCounters(store),
+            RouterConfig(edge_timeout=cfg.router.edgeTimeoutSeconds,
+                         target_timeout=cfg.router.targetTimeoutSeconds,
+                         max_payload_bytes=cfg.router.maxPayloadBytes),
+        )
         hub = Hub(
             HubConfig(
                 host=hub_host, port=hub_port, max_frame_bytes=cfg.hub.maxFrameBytes,
@@ -110,10 +119,11 @@ class CloudCore:
             server_context(server_crt, server_key, pki / "ca.crt", require_client_cert=True),
             store, dispatcher,
             on_heartbeat=lifecycle.heartbeat, sign_csr=join.sign_renewal,
-            is_node_allowed=node_exists,
+            is_node_allowed=node_exists, on_message=router.on_edge_message,
         )
         self.hub = hub
-        api = build_api(store, auth, join, extra_routes=join.routes())
+        api = build_api(store, auth, join, extra_routes=join.routes(),
+                        authenticated_routes=router_routes(router))
         api_ssl = server_context(server_crt, server_key, None, require_client_cert=False)
         server = _EmbeddedUvicorn(_TlsConfig(
             api, api_ssl, host=api_host, port=api_port, log_level="warning",
@@ -126,6 +136,9 @@ class CloudCore:
         api_task: asyncio.Task[None] | None = None
         try:
             await dispatcher.start()
+            router.load(dispatcher.objects_of(frozenset({"Rule", "RuleEndpoint"})))
+            dispatcher.on_change.append(router.on_store_change)
+            await router.start()
             await hub.start()
             await lifecycle.start(
                 on_deleted=lambda node: hub.disconnect(node, "node deleted; join again"))
@@ -149,6 +162,7 @@ class CloudCore:
             await hub.stop()
             log.debug("hub stopped")
             await lifecycle.stop()
+            await router.stop()
             await dispatcher.stop()
             if api_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):

@@ -35,6 +35,14 @@ class NodeSettings(BaseModel):
     clockSkewSeconds: float = Field(default=300.0, ge=0)
 
 
+class RouterSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    edgeTimeoutSeconds: float = Field(default=30.0, gt=0)    # an edge answering a publish
+    targetTimeoutSeconds: float = Field(default=10.0, gt=0)  # a rule's REST target answering
+    maxPayloadBytes: int = Field(default=512 * 1024, ge=1, le=512 * 1024)
+
+
 class CloudConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +56,7 @@ class CloudConfig(BaseModel):
     logFormat: Literal["text", "json"] = "text"
     hub: HubSettings = HubSettings()
     nodes: NodeSettings = NodeSettings()
+    router: RouterSettings = RouterSettings()
 
 
 def split_hostport(value: str, field: str) -> tuple[str, int]:

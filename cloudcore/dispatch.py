@@ -131,11 +131,24 @@ class Dispatcher:
                 if obj is not None and t.key != skip:
                     self._offer_upsert(t.node, obj)
             else:
-                self._offer_delete(t.node, t.key, self._rv)
+                self._offer_evict(t.node, t.key)
 
     def _offer_upsert(self, node: str, obj: dict[str, Any]) -> None:
         link = self._links.get(node)
         if link is not None and link.queue.offer_upsert(obj):
+            link.wake()
+
+    def _offer_evict(self, node: str, key: ObjectKey) -> None:
+        """``key`` left ``node``'s scope; if it still exists it may come back unchanged,
+        so it is evicted rather than deleted."""
+        if key not in self._cache:
+            self._offer_delete(node, key, self._rv)
+            return
+        link = self._links.get(node)
+        if link is None:
+            return
+        kind, namespace, name = split_key(key)
+        if link.queue.offer_evict(ObjectRef(kind=kind, namespace=namespace, name=name), self._rv):
             link.wake()
 
     def _offer_delete(self, node: str, key: ObjectKey, rv: int) -> None:
@@ -147,6 +160,11 @@ class Dispatcher:
             link.wake()
 
     # ---- sessions ----------------------------------------------------------------------
+
+    def objects_of(self, kinds: frozenset[str]) -> list[dict[str, Any]]:
+        """The cached objects of ``kinds``: with :attr:`on_change` registered in the same
+        step, a consumer sees every object exactly from here on."""
+        return [obj for obj in self._cache.values() if obj.get("kind") in kinds]
 
     def desired_for(self, node: str) -> dict[str, int]:
         return {
@@ -165,9 +183,13 @@ class Dispatcher:
             link.queue.offer_upsert(self._cache[ObjectKey(key)])
         for key in deletes:
             kind, namespace, name = split_key(key)
+            ref = ObjectRef(kind=kind, namespace=namespace, name=name)
             # The delete must outrank whatever version the edge holds.
             rv = max(self._rv, holdings.get(key, 0) + 1)
-            link.queue.offer_delete(ObjectRef(kind=kind, namespace=namespace, name=name), rv)
+            if ObjectKey(key) in self._cache:
+                link.queue.offer_evict(ref, rv)  # still exists, only left this node
+            else:
+                link.queue.offer_delete(ref, rv)
         link.wake()
         return len(upserts), len(deletes)
 

@@ -8,7 +8,10 @@ TLS layer verified; nothing the node says overrides it.  A session:
 2. writes due envelopes from the node's :class:`~protocol.downstream.DownstreamQueue`
    (new versions, and resends of unacked ones) and feeds ``ack`` frames back to it;
 3. handles upstream frames — heartbeats, status writes the node is allowed to make,
-   certificate renewals — each answered with ``ack`` or ``error``.
+   certificate renewals, routed messages — each answered with ``ack`` or ``error``;
+4. carries requests that expect an answer from the edge (:meth:`Hub.request`, used by
+   the router to deliver a message): the edge's ``ack`` or ``error`` naming the request
+   resolves it.
 
 A malformed, oversized or rate-limited frame gets an ``error`` envelope and a log line;
 the link stays up.  A node that connects again replaces its old session.
@@ -39,9 +42,11 @@ from protocol.errors import (
     EdgefleetError,
     Forbidden,
     FrameDecodeError,
+    GatewayTimeout,
     NotFound,
     RateLimited,
     TooLarge,
+    Unavailable,
 )
 from protocol.ratelimit import TokenBucket
 from protocol.resources import REGISTRY, validate_status
@@ -96,6 +101,7 @@ class NodeSession:
         self._wake = asyncio.Event()
         self.bucket = TokenBucket(cfg.messages_per_second, cfg.message_burst)
         self.synced = asyncio.Event()
+        self._requests: dict[str, asyncio.Future[Envelope]] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -108,6 +114,29 @@ class NodeSession:
                               field=exc.field)
         await self.send(wire.make(Op.ERROR, ts=now_ms(), parent_id=parent,
                                   body=body.model_dump(exclude_none=True)))
+
+    async def request(self, env: Envelope, wait: float) -> Envelope:
+        """Send ``env`` and wait for the edge's ``ack`` or ``error`` naming it."""
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._requests[env.id] = future
+        try:
+            await self.send(env)
+            return await asyncio.wait_for(future, wait)
+        finally:
+            self._requests.pop(env.id, None)
+
+    def answer(self, env: Envelope) -> bool:
+        """An ``ack``/``error`` arrived: resolve the request it names, if any."""
+        future = self._requests.get(env.parent_id or "")
+        if future is None or future.done():
+            return False
+        future.set_result(env)
+        return True
+
+    def abandon_requests(self) -> None:
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(ConnectionError(f"node {self.node} disconnected"))
 
     async def write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -133,6 +162,7 @@ class Hub:
         on_heartbeat: Callable[[str, wire.HeartbeatBody], Awaitable[None]],
         sign_csr: Callable[[bytes, str], bytes],
         is_node_allowed: Callable[[str], Awaitable[bool]],
+        on_message: Callable[[NodeSession, Envelope], Awaitable[None]] | None = None,
     ) -> None:
         self.cfg = cfg
         self._ssl = ssl_context
@@ -141,6 +171,7 @@ class Hub:
         self._on_heartbeat = on_heartbeat
         self._sign_csr = sign_csr
         self._is_node_allowed = is_node_allowed
+        self._on_message = on_message
         self.sessions: dict[str, NodeSession] = {}
         self._server: Server | None = None
         self.frames_rejected = 0
@@ -171,6 +202,20 @@ class Hub:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    async def request(self, node: str, env: Envelope, wait: float) -> Envelope:
+        """Deliver ``env`` to a connected node and return its answer (``ack`` or
+        ``error``).  Raises :class:`Unavailable` when the node is not connected (or
+        drops during the wait) and :class:`GatewayTimeout` when it does not answer."""
+        session = self.sessions.get(node)
+        if session is None or not session.synced.is_set():
+            raise Unavailable(f"node {node} is not connected")
+        try:
+            return await session.request(env, wait)
+        except TimeoutError:
+            raise GatewayTimeout(f"node {node} did not answer within {wait:g} s") from None
+        except (ConnectionError, ConnectionClosed):
+            raise Unavailable(f"node {node} disconnected before answering") from None
 
     async def disconnect(self, node: str, reason: str) -> None:
         session = self.sessions.get(node)
@@ -206,6 +251,7 @@ class Hub:
         except ConnectionClosed:
             pass
         finally:
+            session.abandon_requests()
             if writer is not None:
                 writer.cancel()
                 # gather keeps a cancellation of this handler itself propagating.
@@ -224,10 +270,16 @@ class Hub:
             env = wire.decode(frame)
             parent = env.id
             if env.op is Op.ACK:
-                if env.parent_id:
+                if env.parent_id and not session.answer(env):
                     session.queue.ack(env.parent_id)
                     if session.queue.has_unsent():
                         session.wake()
+                return
+            if env.op is Op.ERROR:
+                # Never answered (an error about an error would loop); it either
+                # resolves a request or is logged.
+                if not session.answer(env):
+                    log.warning("node %s reported an error: %s", session.node, env.body)
                 return
             if not session.bucket.allow(asyncio.get_running_loop().time()):
                 raise RateLimited(f"node {session.node} exceeds "
@@ -252,6 +304,9 @@ class Hub:
         elif env.op is Op.STATUS:
             await self._write_status(session, env)
             await session.send(wire.make(Op.ACK, ts=now_ms(), parent_id=env.id))
+        elif env.op is Op.MESSAGE and self._on_message is not None:
+            # The router answers (ack once delivered) when it has handled the message.
+            await self._on_message(session, env)
         elif env.op is Op.CSR:
             csr = wire.decode_body(env, wire.CsrBody)
             cert = self._sign_csr(csr.csr.encode(), session.node)

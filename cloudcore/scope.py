@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.resources import ObjectKey, make_key
+from protocol.routes import eventbus_source_node
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,20 @@ def _device_addressing(obj: Mapping[str, Any]) -> Addressing:
     return Addressing(nodes=frozenset({node}), deps=deps)
 
 
+def _rule_addressing(obj: Mapping[str, Any]) -> Addressing:
+    """A rule whose source is an edge topic travels to that edge (which subscribes to
+    the topic), with both its endpoints so the edge can tell the source's type."""
+    node = eventbus_source_node(obj)
+    if not node:
+        return NOWHERE
+    ns = (obj.get("metadata") or {}).get("namespace")
+    spec = obj.get("spec") or {}
+    deps = frozenset(
+        make_key("RuleEndpoint", ns, spec[side]) for side in ("source", "target") if spec.get(side)
+    )
+    return Addressing(nodes=frozenset({node}), deps=deps)
+
+
 AddressingRule = Callable[[Mapping[str, Any]], Addressing]
 
 # Kinds that are synced to edges, and how each one is addressed.  A kind that is only
@@ -53,6 +68,8 @@ AddressingRule = Callable[[Mapping[str, Any]], Addressing]
 ADDRESSING_RULES: dict[str, AddressingRule] = {
     "Device": _device_addressing,
     "DeviceModel": lambda _obj: NOWHERE,
+    "Rule": _rule_addressing,
+    "RuleEndpoint": lambda _obj: NOWHERE,
 }
 
 

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from edgecore.config import EdgePaths, load_config
 from edgecore.dmi import DmiServer
-from edgecore.eventbus import DEFAULT_LISTEN, BusClient, start_eventbus, stop_eventbus
+from edgecore.eventbus import DEFAULT_LISTEN, Bus, start_eventbus, stop_eventbus
 from edgecore.hub import HubClient
 from edgecore.meta import MetaCache
 from edgecore.metaserver import MetaServer
 from edgecore.outbox import Outbox
+from edgecore.router import EdgeRouter
 from edgecore.twin.manager import DeviceListener, DeviceTwins
 from edgecore.twin.store import TwinStore
 
@@ -33,17 +34,19 @@ class EdgeCore:
     def __init__(self, data_dir: Path, *, metaserver: tuple[str, int] | None = None,
                  mqtt_mode: Literal["embedded", "external"] = "embedded",
                  mqtt_listen: tuple[str, int] = DEFAULT_LISTEN,
-                 mqtt_url: str | None = None) -> None:
+                 mqtt_url: str | None = None, servicebus: bool | None = None) -> None:
         self.paths = EdgePaths(data_dir)
         self.cfg = load_config(self.paths.config)
         self._metaserver_addr = metaserver
         self._mqtt_mode = mqtt_mode
         self._mqtt_listen = mqtt_listen
         self._mqtt_url = mqtt_url
+        self._servicebus = self.cfg.servicebus.enable if servicebus is None else servicebus
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
         self.hub: HubClient | None = None
         self.metaserver: MetaServer | None = None
+        self.router: EdgeRouter | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -55,10 +58,11 @@ class EdgeCore:
         self.hub = hub
         hub_task: asyncio.Task[None] | None = None
         twin_store = TwinStore.open(self.paths.root / "twin.db")
-        bus: BusClient | None = None
+        bus: Bus | None = None
         broker: EmbeddedBroker | None = None
         twins: DeviceTwins | None = None
         dmi: DmiServer | None = None
+        router: EdgeRouter | None = None
         try:
             bus, broker = await start_eventbus(self._mqtt_mode, self._mqtt_listen, self._mqtt_url,
                                                client_id=f"edgecore-{self.cfg.nodeName}")
@@ -73,6 +77,17 @@ class EdgeCore:
             twins.device_listeners.append(_mapper_notifier(dmi, cache))
             await dmi.start(known_mappers=twin_store.mappers())
             await twins.start()
+            router = EdgeRouter(
+                self.cfg.nodeName, cache, subscribe=bus.subscribe, unsubscribe=bus.unsubscribe,
+                publish=bus.publish, send_message=hub.send_message,
+                # base64 and the envelope must still fit one frame on the link
+                max_payload_bytes=self.cfg.link.maxFrameBytes // 2,
+                servicebus=self._servicebus,
+                servicebus_timeout=self.cfg.servicebus.timeoutSeconds,
+            )
+            hub.on_publish = router.deliver
+            await router.start()
+            self.router = router
             if self._metaserver_addr is not None:
                 host, port = self._metaserver_addr
                 self.metaserver = MetaServer(cache, host, port)
@@ -93,6 +108,8 @@ class EdgeCore:
                 hub_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await hub_task
+            if router is not None:
+                await router.stop()
             if twins is not None:
                 await twins.stop()
             if dmi is not None:

@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--mqtt-listen", type=_hostport, default=("127.0.0.1", 1883),
                    metavar="HOST:PORT", help="where the embedded broker listens")
     r.add_argument("--metaserver", type=_hostport, metavar="HOST:PORT")
+    r.add_argument("--servicebus", action="store_true",
+                   help="deliver rule messages to HTTP services on 127.0.0.1 (off by default)")
     r.add_argument("--log-level", default="info")
     r.add_argument("--log-format", choices=["text", "json"], default="text")
     return p
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             print("edgecore: --mqtt external needs --mqtt-url tcp://HOST:PORT", file=sys.stderr)
             return 2
         core = EdgeCore(args.data_dir, metaserver=args.metaserver, mqtt_mode=args.mqtt,
-                        mqtt_listen=args.mqtt_listen, mqtt_url=args.mqtt_url)
+                        mqtt_listen=args.mqtt_listen, mqtt_url=args.mqtt_url,
+                        servicebus=args.servicebus or None)
     except ConfigError as exc:
         print(f"edgecore: {exc}", file=sys.stderr)
         return 2

@@ -32,6 +32,16 @@ class LinkSettings(BaseModel):
     maxFrameBytes: int = Field(default=1_048_576, ge=1024)
 
 
+class ServiceBusSettings(BaseModel):
+    """KubeEdge's servicebus: rule messages delivered to HTTP services on this node's
+    loopback.  Off unless enabled (here or with ``edgecore run --servicebus``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enable: bool = False
+    timeoutSeconds: float = Field(default=60.0, gt=0)
+
+
 class EdgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -42,6 +52,7 @@ class EdgeConfig(BaseModel):
     hub: str = Field(description="wss://HOST:10000 (the link)")
     labels: dict[str, str] = {}
     link: LinkSettings = LinkSettings()
+    servicebus: ServiceBusSettings = ServiceBusSettings()
 
 
 class EdgePaths:

@@ -10,7 +10,9 @@ connection:
 * drains the outbox upstream in order, removing each entry when the cloud acks it,
   resending everything unacked after the ack timeout;
 * sends a heartbeat with the node's status every ``heartbeatSeconds``;
-* renews the node certificate over the link at 70-90 % of its lifetime.
+* renews the node certificate over the link at 70-90 % of its lifetime;
+* carries out ``publish`` requests of the router (:attr:`HubClient.on_publish`) in the
+  background and answers each with ``ack`` (and the result) or ``error``.
 
 Reconnects use exponential backoff with jitter, capped (30 s by default).
 """
@@ -23,7 +25,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,7 +41,7 @@ from edgecore.outbox import Outbox
 from protocol import envelope as wire
 from protocol.backoff import reconnect_delay
 from protocol.envelope import Envelope, Op
-from protocol.errors import EdgefleetError, FrameDecodeError
+from protocol.errors import EdgefleetError, FrameDecodeError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ class HubClient:
         self.renewals = 0
         # Called after every completed resync (the twin re-queues all device statuses).
         self.on_synced: list[Callable[[], None]] = []
+        # Carries out a routed message from the cloud; returns the ack's body.
+        self.on_publish: Callable[[wire.PublishBody], Awaitable[dict[str, Any] | None]] | None = (
+            None)
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     # ---- public -------------------------------------------------------------------------
 
@@ -151,11 +157,11 @@ class HubClient:
             async for frame in ws:
                 await self._on_frame(frame)
         finally:
-            for task in tasks:
+            for task in [*tasks, *self._deliveries]:
                 task.cancel()
             # gather, not suppress(CancelledError): if *we* are being cancelled while
             # waiting here, that cancellation must propagate, or SIGTERM is lost.
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._deliveries, return_exceptions=True)
 
     async def _send(self, env: Envelope) -> None:
         if self._ws is None:
@@ -177,7 +183,9 @@ class HubClient:
             elif env.op is Op.DELETE:
                 if env.ref is None:
                     raise FrameDecodeError("delete without ref", field="ref")
-                self.cache.delete(env.ref.kind, env.ref.namespace, env.ref.name, env.rv)
+                evict = wire.decode_body(env, wire.DeleteBody).evict
+                self.cache.delete(env.ref.kind, env.ref.namespace, env.ref.name, env.rv,
+                                  evict=evict)
                 await self._send(wire.make(Op.ACK, ts=now_ms(), parent_id=env.id))
             elif env.op is Op.SYNC_DONE:
                 done = wire.decode_body(env, wire.SyncDoneBody)
@@ -194,15 +202,45 @@ class HubClient:
                 self._on_error(env)
             elif env.op is Op.CERT:
                 await self._on_cert(env)
+            elif env.op is Op.PUBLISH:
+                self._start_delivery(env)
             else:
                 raise FrameDecodeError(f"unexpected operation {env.op.value!r} from the cloud",
                                        field="op")
         except EdgefleetError as exc:
             log.warning("refused %s from the cloud: %s", env.op.value, exc)
-            error = wire.ErrorBody(code=exc.code, reason=exc.reason, message=exc.message,
-                                   field=exc.field)
-            await self._send(wire.make(Op.ERROR, ts=now_ms(), parent_id=env.id,
-                                       body=error.model_dump(exclude_none=True)))
+            await self._send_error(env, exc)
+
+    async def _send_error(self, env: Envelope, exc: EdgefleetError) -> None:
+        error = wire.ErrorBody(code=exc.code, reason=exc.reason, message=exc.message,
+                               field=exc.field)
+        await self._send(wire.make(Op.ERROR, ts=now_ms(), parent_id=env.id,
+                                   body=error.model_dump(exclude_none=True)))
+
+    def _start_delivery(self, env: Envelope) -> None:
+        """A routed message may wait on a local service for many seconds; the link keeps
+        reading meanwhile, so it runs as a task of its own."""
+        body = wire.decode_body(env, wire.PublishBody)
+        handler = self.on_publish
+        if handler is None:
+            raise Unavailable("this edgecore does not route messages")
+
+        async def deliver() -> None:
+            try:
+                result = await handler(body)
+            except EdgefleetError as exc:
+                log.warning("routed message for rule %s not delivered: %s", body.rule, exc)
+                await self._send_error(env, exc)
+                return
+            except Exception as exc:
+                log.exception("routed message for rule %s failed", body.rule)
+                await self._send_error(env, EdgefleetError(f"{type(exc).__name__}: {exc}"))
+                return
+            await self._send(wire.make(Op.ACK, ts=now_ms(), parent_id=env.id, body=result))
+
+        task = asyncio.create_task(deliver(), name=f"route-{body.rule}")
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
     def _apply_upsert(self, env: Envelope) -> None:
         obj = env.body
@@ -305,6 +343,11 @@ class HubClient:
             await self._ws.close(1000, "certificate renewed")
 
     # ---- used by components that report upstream --------------------------------------
+
+    def send_message(self, body: dict[str, Any]) -> None:
+        """Queue an MQTT message for the cloud's router (durable; in order)."""
+        self.outbox.put(Op.MESSAGE, None, body)
+        self.notify_outbox()
 
     def report_status(self, ref: wire.ObjectRef, status: dict[str, Any]) -> None:
         """Queue the latest status of an object for the cloud (coalesced per object)."""

@@ -242,28 +242,34 @@ class MetaCache:
             self._publish(CacheEvent(EventType.MODIFIED, obj, previous=json.loads(held[1])))
         return ApplyResult.APPLIED
 
-    def delete(self, kind: str, namespace: str | None, name: str, rv: int) -> ApplyResult:
+    def delete(self, kind: str, namespace: str | None, name: str, rv: int,
+               *, evict: bool = False) -> ApplyResult:
         """Remove the object and remember the delete's ``rv`` as a tombstone.
 
         Stale when we hold a newer version than ``rv`` or already have a tombstone at
         least as new.  Deleting an object we never held still records the tombstone
-        (an older upsert of it may be in flight) but publishes no event."""
+        (an older upsert of it may be in flight) but publishes no event.
+
+        ``evict``: the object left this node's scope but still exists in the cloud, and
+        may be sent again at the same version later; no tombstone is kept for it."""
         key = make_key(kind, namespace, name)
         with self._transaction() as cur:
             held = _row(cur, "SELECT rv, body FROM objects WHERE key = ?", key)
             tomb = _row(cur, "SELECT rv FROM tombstones WHERE key = ?", key)
-            if (held is not None and held[0] > rv) or (tomb is not None and tomb[0] >= rv):
+            if (held is not None and held[0] > rv) or (
+                    not evict and tomb is not None and tomb[0] >= rv):
                 newest = held[0] if held is not None else tomb[0] if tomb else 0
                 log.debug("ignored stale delete %s rv=%d; holding %d", key, rv, newest)
                 return ApplyResult.STALE
             if held is not None:
                 cur.execute("DELETE FROM objects WHERE key = ?", (key,))
-            cur.execute(
-                "INSERT INTO tombstones (key, rv) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET rv = excluded.rv",
-                (key, rv),
-            )
-        log.debug("applied delete %s rv=%d", key, rv)
+            if not evict:
+                cur.execute(
+                    "INSERT INTO tombstones (key, rv) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET rv = excluded.rv",
+                    (key, rv),
+                )
+        log.debug("applied %s %s rv=%d", "eviction" if evict else "delete", key, rv)
         if held is not None:
             last: dict[str, Any] = json.loads(held[1])
             meta = dict(last.get("metadata") or {})

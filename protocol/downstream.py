@@ -29,6 +29,9 @@ class _Pending:
     rv: int
     obj: dict[str, Any] | None  # None: a delete
     envelope_id: str
+    # A delete because the object left this node's scope while it still exists: the
+    # edge drops it without a tombstone, so the same version may come back later.
+    evict: bool = False
     sent_at: float | None = None
     sends: int = 0
 
@@ -61,17 +64,33 @@ class DownstreamQueue:
         return self._offer(key, ref, resource_version(obj), dict(obj))
 
     def offer_delete(self, ref: ObjectRef, rv: int) -> bool:
+        """The object was deleted at ``rv``: nothing older may reach the edge again."""
         return self._offer(ref.key, ref, rv, None)
 
-    def _offer(self, key: ObjectKey, ref: ObjectRef, rv: int, obj: dict[str, Any] | None) -> bool:
+    def offer_evict(self, ref: ObjectRef, rv: int) -> bool:
+        """The object (still existing) left this node's scope.  Unlike a delete, it
+        may come back at the very version the edge held before — a Device moved away
+        and back, a DeviceModel or RuleEndpoint needed again — so once the eviction is
+        offered the edge is no longer assumed to hold any version of it."""
+        key = ref.key
+        current = self._pending.get(key)
+        if current is not None and current.obj is None:
+            return False  # a delete or eviction is already on its way
+        self._acked.pop(key, None)
+        return self._offer(key, ref, rv, None, evict=True)
+
+    def _offer(self, key: ObjectKey, ref: ObjectRef, rv: int, obj: dict[str, Any] | None,
+               *, evict: bool = False) -> bool:
         if rv <= self._acked.get(key, 0):
             return False
         current = self._pending.get(key)
         if current is not None:
-            if rv <= current.rv:
+            # An object re-entering scope replaces its pending eviction, whatever the
+            # versions say.
+            if rv <= current.rv and not (current.evict and obj is not None):
                 return False
             self._drop(key, current)
-        entry = _Pending(ref=ref, rv=rv, obj=obj, envelope_id=new_id())
+        entry = _Pending(ref=ref, rv=rv, obj=obj, envelope_id=new_id(), evict=evict)
         self._pending[key] = entry
         self._unsent[key] = None
         self._by_envelope[entry.envelope_id] = key
@@ -110,7 +129,8 @@ class DownstreamQueue:
         self._inflight[key] = None
         self._inflight.move_to_end(key)
         if entry.obj is None:
-            return make(Op.DELETE, ts=ts, ref=entry.ref, rv=entry.rv, id=entry.envelope_id)
+            return make(Op.DELETE, ts=ts, ref=entry.ref, rv=entry.rv, id=entry.envelope_id,
+                        body={"evict": True} if entry.evict else None)
         return make(Op.UPSERT, ts=ts, ref=entry.ref, rv=entry.rv, body=entry.obj,
                     id=entry.envelope_id)
 
@@ -134,7 +154,10 @@ class DownstreamQueue:
             return None
         entry = self._pending[key]
         self._drop(key, entry)
-        self._acked[key] = max(self._acked.get(key, 0), entry.rv)
+        if entry.evict:
+            self._acked.pop(key, None)  # the edge holds nothing of it now
+        else:
+            self._acked[key] = max(self._acked.get(key, 0), entry.rv)
         return key
 
     def restart(self, holdings: Mapping[str, int]) -> None:

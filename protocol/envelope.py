@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import uuid
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocol.errors import FrameDecodeError
 from protocol.kinds.core import NodeStatus
 from protocol.resources import ObjectKey, make_key, pydantic_path
+from protocol.routes import Encoding
 
 
 class Op(StrEnum):
@@ -32,13 +33,15 @@ class Op(StrEnum):
     HEARTBEAT = "heartbeat"  # node status, every heartbeat interval
     STATUS = "status"        # a status the node may write (its Node, later its Devices/Apps)
     CSR = "csr"              # certificate renewal over the authenticated link
+    MESSAGE = "message"      # a routed or uploaded edge MQTT message (through the outbox)
     # cloud -> edge
     UPSERT = "upsert"        # the newest version of an object addressed to this node
     DELETE = "delete"        # the object left this node's scope (or was deleted)
     SYNC_DONE = "sync_done"  # every difference the resync found has been queued
     CERT = "cert"            # answer to CSR
+    PUBLISH = "publish"      # deliver a routed message on the edge (MQTT or servicebus)
     # both ways
-    ACK = "ack"              # parent_id = the envelope durably handled
+    ACK = "ack"              # parent_id = the envelope durably handled (body: a result)
     ERROR = "error"          # parent_id = the envelope refused (when known)
 
 
@@ -127,6 +130,14 @@ class StatusBody(BaseModel):
     status: dict[str, Any]
 
 
+class DeleteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # True: the object left the node's scope but still exists; drop it without a
+    # tombstone, since the same version may be sent again when it comes back.
+    evict: bool = False
+
+
 class CsrBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -166,3 +177,44 @@ def decode_body(env: Envelope, model: type[B]) -> B:
         raise FrameDecodeError(
             str(err.get("msg")), field=pydantic_path(tuple(err["loc"]), "body")
         ) from None
+
+
+class MessageBody(BaseModel):
+    """Edge → cloud: one MQTT message on a topic a rule of this node listens to, or on
+    ``$hw/events/upload/#``.  The cloud matches it against the rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str = Field(min_length=1, max_length=65535)
+    payload: str
+    encoding: Encoding = Encoding.UTF8
+    ts: int = Field(ge=0)
+
+
+class PublishBody(BaseModel):
+    """Cloud → edge: deliver ``payload`` for ``rule`` on the edge's MQTT broker
+    (``topic``) or to a local HTTP service (``port`` + ``path``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: str
+    target: Literal["eventbus", "servicebus"]
+    topic: str | None = None
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    path: str | None = None
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    content_type: str | None = None
+    payload: str
+    encoding: Encoding = Encoding.UTF8
+
+
+class DeliveryBody(BaseModel):
+    """The body of the edge's ``ack`` to a servicebus ``publish``: the local service's
+    answer, relayed to whoever POSTed to the cloud."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: int
+    content_type: str | None = None
+    payload: str = ""
+    encoding: Encoding = Encoding.UTF8

@@ -104,11 +104,32 @@ class FrameDecodeError(EdgefleetError):
     code = 400
 
 
+class Unavailable(EdgefleetError):
+    """The thing asked for exists but cannot be reached now (a node not connected, a
+    service switched off)."""
+
+    reason = "ServiceUnavailable"
+    code = 503
+
+
+class GatewayTimeout(EdgefleetError):
+    reason = "Timeout"
+    code = 504
+
+
+class BadGateway(EdgefleetError):
+    """Something we relayed to (an edge service, a rule's target URL) failed."""
+
+    reason = "BadGateway"
+    code = 502
+
+
 _BY_REASON: dict[str, type[EdgefleetError]] = {
     cls.reason: cls
     for cls in (
         InvalidObject, BadRequest, Unauthorized, Forbidden, NotFound, Conflict,
-        AlreadyExists, Gone, TooLarge, RateLimited, FrameDecodeError,
+        AlreadyExists, Gone, TooLarge, RateLimited, FrameDecodeError, Unavailable,
+        GatewayTimeout, BadGateway,
     )
 }
 

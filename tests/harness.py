@@ -196,6 +196,7 @@ class Edge:
         self.meta_port = free_port()
         self.mqtt_port = free_port()
         self.mqtt_url: str | None = None  # set to use an external broker
+        self.run_args: list[str] = []  # more `edgecore run` flags (e.g. --servicebus)
         self.link = {**FAST_LINK, **(link or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -218,7 +219,7 @@ class Edge:
             [*command("edgecore"), "run", "--data-dir", str(self.dir),
              "--metaserver", f"127.0.0.1:{self.meta_port}", "--log-level", "debug",
              *(["--mqtt", "external", "--mqtt-url", self.mqtt_url] if self.mqtt_url
-               else ["--mqtt-listen", f"127.0.0.1:{self.mqtt_port}"])],
+               else ["--mqtt-listen", f"127.0.0.1:{self.mqtt_port}"]), *self.run_args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         wait_until(self._serving, 20, what=f"edgecore {self.name} metaserver")
@@ -311,6 +312,15 @@ def device(name: str, node: str | None, *, desired: str = "30", model: str = "te
         spec["nodeName"] = node
     return {"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
             "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def reported(cloud: Cloud, device: str, prop: str, namespace: str = "default") -> str | None:
+    """The value the cloud's Device ``device`` holds as reported for ``prop``, if any."""
+    status = cloud.get("Device", device, namespace).get("status") or {}
+    for twin in status.get("twins") or []:
+        if twin["propertyName"] == prop:
+            return (twin.get("reported") or {}).get("value")
+    return None
 
 
 def node_ready(cloud: Cloud, name: str) -> str | None:

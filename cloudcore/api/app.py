@@ -38,10 +38,12 @@ def build_api(
     join_tokens: JoinTokenIssuer,
     *,
     extra_routes: Sequence[BaseRoute] = (),
+    authenticated_routes: Sequence[BaseRoute] = (),
     max_body_bytes: int = 1_048_576,
 ) -> Starlette:
     """The API as an ASGI app.  ``extra_routes`` (join, CA download) are public: they
-    are matched before the token check and before the resource routes."""
+    are matched before the token check and before the resource routes.
+    ``authenticated_routes`` (the router) sit behind the token like the resource routes."""
     openapi_body = json.dumps(build_openapi()).encode()
 
     async def openapi(request: Request) -> Response:
@@ -55,6 +57,7 @@ def build_api(
     routes: list[BaseRoute] = [
         *public,
         *AuthRoutes(auth, join_tokens).routes(),
+        *authenticated_routes,
         *ObjectRoutes(store).routes(),
     ]
     return Starlette(

@@ -1,8 +1,9 @@
 """KubeEdge's message routes, ``rules.kubeedge.io/v1`` Rule and RuleEndpoint, accepted
 unchanged (the CRD schemas in shared/reference/kubeedge-crds/router_v1_*.yaml).
 
-The objects are stored, validated and served; the router that acts on them (cloud REST
-→ edge topic, edge topic → cloud REST, servicebus) is not built yet.
+These are the objects; what a Rule means once joined with its endpoints is
+:mod:`protocol.routes`, and the router that carries messages is cloudcore/router/ and
+edgecore/router.py.
 """
 
 from __future__ import annotations

@@ -100,6 +100,16 @@ def test_delete_leaves_a_tombstone_that_stops_older_upserts(cache: MetaCache) ->
     assert cache.holdings() == {"Device/default/x": 9}
 
 
+def test_an_eviction_leaves_no_tombstone_so_the_object_can_come_back(cache: MetaCache) -> None:
+    # The object left this node's scope (moved away) and came back unchanged.
+    cache.upsert(device("d", 5))
+    assert cache.delete("Device", "default", "d", 9, evict=True) is ApplyResult.APPLIED
+    assert cache.get("Device", "default", "d") is None
+    assert cache.tombstones() == {}
+    assert cache.upsert(device("d", 5)) is ApplyResult.APPLIED
+    assert cache.holdings() == {"Device/default/d": 5}
+
+
 def test_delete_older_than_held_version_is_stale(cache: MetaCache) -> None:
     cache.upsert(device("x", 10))
     assert cache.delete("Device", "default", "x", 8) is ApplyResult.STALE

@@ -128,3 +128,42 @@ def test_a_large_resync_drains_completely_within_the_window() -> None:
             delivered.append(env.ref.name if env.ref else "")
         sent = q.due(0.0, 0)
     assert delivered == [f"d{i}" for i in range(5_000)] and len(q) == 0
+
+
+def test_an_evicted_object_can_come_back_at_the_same_version() -> None:
+    # A Device moved to another node and back, unchanged: the edge must get it again.
+    q = DownstreamQueue()
+    ref = ObjectRef(kind="Device", namespace="default", name="d")
+    q.offer_upsert(device("d", 5))
+    (up,) = q.due(0.0, 0)
+    q.ack(up.id)
+    assert q.offer_evict(ref, 9)
+    (gone,) = q.due(0.0, 0)
+    assert gone.op is Op.DELETE and gone.body == {"evict": True}
+    q.ack(gone.id)
+    assert q.offer_upsert(device("d", 5))
+    assert [(e.op, e.rv) for e in q.due(0.0, 0)] == [(Op.UPSERT, 5)]
+
+
+def test_coming_back_before_the_eviction_was_acked_replaces_it() -> None:
+    q = DownstreamQueue()
+    ref = ObjectRef(kind="Device", namespace="default", name="d")
+    q.offer_upsert(device("d", 5))
+    q.ack(q.due(0.0, 0)[0].id)
+    q.offer_evict(ref, 9)
+    (gone,) = q.due(0.0, 0)  # in flight, not yet acked
+    assert q.offer_upsert(device("d", 5))
+    (back,) = q.due(0.0, 0)
+    assert (back.op, back.rv) == (Op.UPSERT, 5)
+    q.ack(gone.id)  # the stale eviction's ack does not cancel the upsert
+    assert len(q) == 1
+
+
+def test_a_real_delete_still_blocks_the_old_version() -> None:
+    q = DownstreamQueue()
+    ref = ObjectRef(kind="Device", namespace="default", name="d")
+    q.offer_upsert(device("d", 5))
+    q.ack(q.due(0.0, 0)[0].id)
+    q.offer_delete(ref, 9)
+    q.ack(q.due(0.0, 0)[0].id)
+    assert not q.offer_upsert(device("d", 5))
