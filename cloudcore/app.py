@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -25,7 +26,13 @@ from cloudcore.dispatch import Dispatcher
 from cloudcore.hub import Hub, HubConfig
 from cloudcore.join import JoinService
 from cloudcore.nodes import NodeLifecycle, NodeLifecycleConfig
-from cloudcore.router import Router, RouterConfig, RuleCounters, router_routes
+from cloudcore.router import (
+    Router,
+    RouterConfig,
+    RuleCounters,
+    kubeedge_compatible_app,
+    router_routes,
+)
 from cloudcore.store.sqlite import SqliteStore
 from efctl.config import write_efctl_config
 from protocol.errors import NotFound
@@ -134,6 +141,8 @@ class CloudCore:
             ssl_certfile=str(server_crt), ssl_keyfile=str(server_key),
         ))
         api_task: asyncio.Task[None] | None = None
+        compat_server: uvicorn.Server | None = None
+        compat_task: asyncio.Task[None] | None = None
         try:
             await dispatcher.start()
             router.load(dispatcher.objects_of(frozenset({"Rule", "RuleEndpoint"})))
@@ -142,13 +151,10 @@ class CloudCore:
             await hub.start()
             await lifecycle.start(
                 on_deleted=lambda node: hub.disconnect(node, "node deleted; join again"))
-            api_task = asyncio.create_task(server.serve(), name="api")
-            while not server.started:
-                if api_task.done():
-                    await api_task  # surfaces a bind error
-                    raise RuntimeError("the API server stopped during start-up")
-                await asyncio.sleep(0.02)
+            api_task = await _serve(server, "api")
             self.api_port = server.servers[0].sockets[0].getsockname()[1]
+            if cfg.router.kubeedgeListen is not None:
+                compat_server, compat_task = await self._serve_kubeedge_router(router)
             self._write_admin_config(auth, ca.cert_pem, api_host, self.api_port)
             log.info("cloudcore serving: hub wss://%s:%d, API https://%s:%d, data %s",
                      hub_host, hub.port, api_host, self.api_port, self.data_dir)
@@ -159,18 +165,40 @@ class CloudCore:
         finally:
             log.info("cloudcore stopping")
             server.should_exit = True
+            if compat_server is not None:
+                compat_server.should_exit = True
             await hub.stop()
             log.debug("hub stopped")
             await lifecycle.stop()
             await router.stop()
             await dispatcher.stop()
-            if api_task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await api_task
+            for task in (api_task, compat_task):
+                if task is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             log.debug("API stopped")
             await store.close()
             auth.close()
             log.info("cloudcore stopped")
+
+    async def _serve_kubeedge_router(
+        self, router: Router,
+    ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+        assert self.cfg.router.kubeedgeListen is not None
+        host, port = split_hostport(self.cfg.router.kubeedgeListen, "router.kubeedgeListen")
+        if not is_loopback(host):
+            log.warning("the KubeEdge-compatible router URL on %s:%d takes requests without "
+                        "authentication; keep it behind a firewall or an authenticating proxy",
+                        host, port)
+        server = _EmbeddedUvicorn(uvicorn.Config(
+            kubeedge_compatible_app(router, self.cfg.router.maxPayloadBytes), host=host,
+            port=port, log_level="warning", lifespan="off", access_log=False,
+            server_header=False, timeout_graceful_shutdown=3,
+        ))
+        task = await _serve(server, "router-kubeedge")
+        log.info("KubeEdge-compatible router URL: http://%s:%d/<node>/<namespace>/<path>",
+                 host, server.servers[0].sockets[0].getsockname()[1])
+        return server, task
 
     def _write_admin_config(self, auth: TokenAuth, ca_pem: bytes, host: str, port: int) -> None:
         path = self.data_dir / EFCTL_FILE
@@ -190,6 +218,24 @@ class CloudCore:
             server = f"https://[{address}]:{port}"
         write_efctl_config(path, server, ca_pem.decode(), token)
         log.info("wrote the admin client configuration to %s (mode 0600)", path)
+
+
+async def _serve(server: uvicorn.Server, name: str) -> asyncio.Task[None]:
+    """Start ``server`` and return once it listens (a bind error is raised here)."""
+    task = asyncio.create_task(server.serve(), name=name)
+    while not server.started:
+        if task.done():
+            await task  # surfaces a bind error
+            raise RuntimeError(f"the {name} server stopped during start-up")
+        await asyncio.sleep(0.02)
+    return task
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def default_data_dir() -> Path:

@@ -41,6 +41,9 @@ class RouterSettings(BaseModel):
     edgeTimeoutSeconds: float = Field(default=30.0, gt=0)    # an edge answering a publish
     targetTimeoutSeconds: float = Field(default=10.0, gt=0)  # a rule's REST target answering
     maxPayloadBytes: int = Field(default=512 * 1024, ge=1, le=512 * 1024)
+    # KubeEdge's unauthenticated rule URL, http://HOST:PORT/<node>/<ns>/<path>; off
+    # unless set (e.g. "127.0.0.1:9443").
+    kubeedgeListen: str | None = None
 
 
 class CloudConfig(BaseModel):
@@ -89,4 +92,6 @@ def build_config(file_values: dict[str, object], flags: dict[str, object]) -> Cl
         raise ConfigError(f"{pydantic_path(tuple(err['loc']))}: {err['msg']}") from None
     split_hostport(cfg.hubListen, "hubListen")
     split_hostport(cfg.apiListen, "apiListen")
+    if cfg.router.kubeedgeListen is not None:
+        split_hostport(cfg.router.kubeedgeListen, "router.kubeedgeListen")
     return cfg

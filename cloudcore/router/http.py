@@ -6,15 +6,25 @@
   (operator or admin).
 * ``GET /router/messages[?node=&topic=&rule=]`` — the stream of messages from the
   edges, one JSON object per line; needs the right to watch rules (any role).
+
+:func:`kubeedge_compatible_app` serves the rule URL exactly where KubeEdge does
+(``http://HOST:9443/<node>/<namespace>/<path>``: plain HTTP, no token) for scripts
+written against KubeEdge.  It is off unless ``router.kubeedgeListen`` is set, and it
+should stay on loopback or behind something that authenticates.
 """
 
 from __future__ import annotations
 
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from cloudcore.api.authn import principal_of
+from cloudcore.api.body import BodyLimitMiddleware
+from cloudcore.api.errors import ErrorMiddleware, http_exception_handler
 from cloudcore.auth import Verb, authorize
 from cloudcore.router.service import Router
 from cloudcore.router.stream import StreamFilter
@@ -39,18 +49,33 @@ def router_routes(router: Router) -> list[BaseRoute]:
 
     async def ingress(request: Request) -> Response:
         authorize(principal_of(request), Verb.CREATE, rule_kind)
-        params = request.path_params
-        path = params["path"]
-        if not path:
+        if not request.path_params["path"]:
             raise BadRequest("the URL needs a path after /router/<node>/<namespace>/",
                              field="path")
-        reply = await router.rest_ingress(
-            params["node"], params["namespace"], "/" + path, request.method,
-            await request.body(), request.headers.get("content-type"),
-        )
-        return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+        return await _relay(router, request)
 
     return [
         Route("/router/messages", messages, methods=["GET"]),
         Route("/router/{node}/{namespace}/{path:path}", ingress, methods=METHODS),
     ]
+
+
+async def _relay(router: Router, request: Request) -> Response:
+    params = request.path_params
+    reply = await router.rest_ingress(
+        params["node"], params["namespace"], "/" + params["path"], request.method,
+        await request.body(), request.headers.get("content-type"),
+    )
+    return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+
+
+def kubeedge_compatible_app(router: Router, max_body_bytes: int) -> Starlette:
+    async def ingress(request: Request) -> Response:
+        return await _relay(router, request)
+
+    return Starlette(
+        routes=[Route("/{node}/{namespace}/{path:path}", ingress, methods=METHODS)],
+        middleware=[Middleware(ErrorMiddleware),
+                    Middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)],
+        exception_handlers={HTTPException: http_exception_handler},
+    )

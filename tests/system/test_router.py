@@ -119,8 +119,8 @@ def post(cloud: Cloud, path: str, body: bytes, token: str | None = None) -> Any:
 
 
 def start(cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],
-          *run_args: str) -> tuple[Cloud, Edge]:
-    cloud = cloud_factory().start()
+          *run_args: str, settings: dict[str, Any] | None = None) -> tuple[Cloud, Edge]:
+    cloud = cloud_factory(settings).start()
     edge = edge_factory(cloud, NODE)
     assert edge.join(cloud.join_token()).returncode == 0
     edge.run_args = list(run_args)
@@ -140,7 +140,9 @@ def apply_samples(cloud: Cloud) -> None:
 def test_rest_to_edge_topic_and_edge_topic_to_rest(
     cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge], receiver: Receiver,
 ) -> None:
-    cloud, edge = start(cloud_factory, edge_factory)
+    kubeedge_port = free_port()
+    cloud, edge = start(cloud_factory, edge_factory,
+                        settings={"router": {"kubeedgeListen": f"127.0.0.1:{kubeedge_port}"}})
     apply_samples(cloud)
     # The eventbus->rest sample targets http://a.com; keep the test off the internet.
     assert efctl(cloud, "delete", "rule", "my-rule-eventbus-rest").returncode == 0
@@ -153,6 +155,13 @@ def test_rest_to_edge_topic_and_edge_topic_to_rest(
         assert app.messages.get(timeout=10) == ("test", b'{"cmd": "on"}')
         wait_until(lambda: rule_status(cloud, "my-rule").get("successMessages") == 1, 15,
                    what="my-rule counting its delivery")
+        # The same through KubeEdge's own URL (plain HTTP, as KubeEdge scripts call it).
+        answer = httpx.post(f"http://127.0.0.1:{kubeedge_port}/{NODE}/default/test",
+                            content=b"from a kubeedge script", timeout=40)
+        assert answer.status_code == 200, answer.text
+        assert app.messages.get(timeout=10) == ("test", b"from a kubeedge script")
+        wait_until(lambda: rule_status(cloud, "my-rule").get("successMessages") == 2, 15,
+                   what="my-rule counting both deliveries")
 
         # Edge topic -> REST target, wildcards as in MQTT.
         cloud.apply(rule("temps", "my-eventbus", {"topic": "sensors/+/temp", "node_name": NODE},
@@ -181,7 +190,7 @@ def test_rest_to_edge_topic_and_edge_topic_to_rest(
         assert post(cloud, f"{NODE}/default/nowhere", b"x").status_code == 404
         viewer = _viewer_token(cloud)
         assert post(cloud, f"{NODE}/default/test", b"x", token=viewer).status_code == 403
-        assert rule_status(cloud, "my-rule").get("successMessages") == 1
+        assert rule_status(cloud, "my-rule").get("successMessages") == 2
     finally:
         app.close()
 
