@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from edgecore.meta import MetaCache
+from edgecore.meta import CacheWatch, MetaCache
 from protocol import envelope as wire
 from protocol.errors import BadGateway, BadRequest, GatewayTimeout, TooLarge, Unavailable
 from protocol.kinds.rules import RuleEndpointType
@@ -81,7 +81,7 @@ class EdgeRouter:
 
     # ---- which topics go up ---------------------------------------------------------------
 
-    async def _follow(self, watch: Any) -> None:
+    async def _follow(self, watch: CacheWatch) -> None:
         while True:
             async for event in watch:
                 if event.object.get("kind") in ROUTER_KINDS:

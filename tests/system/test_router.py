@@ -177,6 +177,19 @@ def test_rest_to_edge_topic_and_edge_topic_to_rest(
         wait_until(lambda: rule_status(cloud, "temps").get("successMessages") == 1, 15,
                    what="the temps rule counting its delivery")
 
+        # Overlapping rule topics: the message goes up once and each rule delivers once.
+        cloud.apply(rule("all-sensors", "my-eventbus", {"topic": "sensors/#", "node_name": NODE},
+                         "my-rest", {"resource": f"{receiver.url}/all"}))
+        wait_until(lambda: "MQTT sensors/#" in edge.log(), 15, what="subscription to sensors/#")
+        app.publish("sensors/pump/temp", b"40")
+        app.publish("sensors/done", b"sentinel")  # matches only sensors/#, and comes after
+        paths = sorted(receiver.next()[1] for _ in range(3))
+        assert paths == ["/all", "/all", "/ingest"]
+        wait_until(lambda: rule_status(cloud, "all-sensors").get("successMessages") == 2, 15,
+                   what="all-sensors counting two messages")
+        assert rule_status(cloud, "temps")["successMessages"] == 2
+        assert receiver.requests.empty()  # in order per node: a duplicate would be here by now
+
         # A target that refuses: counted as a failure, with the reason.
         cloud.apply(rule("broken", "my-eventbus", {"topic": "broken", "node_name": NODE},
                          "my-rest", {"resource": f"http://127.0.0.1:{free_port()}/x"}))
