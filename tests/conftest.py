@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,3 +43,24 @@ def edge_factory(tmp_path: Path, procs: list[Cloud | Edge]) -> Callable[..., Edg
         procs.append(edge)
         return edge
     return make
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two linked pseudo-terminals (socat): what one end writes, the other reads, like a
+    null-modem serial cable.  Skips the test where socat is not installed."""
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed")
+    a, b = str(tmp_path / "ttyA"), str(tmp_path / "ttyB")
+    proc = subprocess.Popen(["socat", "-d", "-d", f"pty,raw,echo=0,link={a}",
+                             f"pty,raw,echo=0,link={b}"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (os.path.exists(a) and os.path.exists(b)):
+            assert time.monotonic() < deadline, "socat did not create the pty pair"
+            assert proc.poll() is None, "socat exited"
+            time.sleep(0.01)
+        yield a, b
+    finally:
+        proc.terminate()
+        proc.wait(5)

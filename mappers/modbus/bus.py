@@ -58,7 +58,18 @@ from mappers.modbus.plan import max_per_read
 from protocol.backoff import reconnect_delay
 from protocol.errors import EdgefleetError
 
+try:
+    from termios import error as _TermiosError
+except ImportError:  # not a POSIX system: pyserial raises its own errors there
+    _TermiosError = OSError  # type: ignore[assignment,misc]
+
 log = logging.getLogger(__name__)
+
+# What opening an endpoint can raise besides pymodbus' own errors: OSError (refused, no
+# such device; pyserial's SerialException is one), ValueError (settings pyserial rejects)
+# and termios.error (settings the port's driver rejects, e.g. parity on a pty or an odd
+# speed on a USB adapter; it is not an OSError).
+_CONNECT_ERRORS = (TimeoutError, OSError, ValueError, _TermiosError, ModbusException)
 
 RTU_BITS_PER_CHAR = 11  # start + 8 data + parity (or a second stop bit) + stop
 MIN_RTU_GAP = 0.002
@@ -325,11 +336,12 @@ class Bus:
                                  f"in {self._next_connect_at - now:.1f} s")
         self._disconnect()
         client = self._make_client()
+        why = ""
         try:
             async with asyncio.timeout(self.endpoint.timeout + 1):
                 ok = await client.connect()
-        except (TimeoutError, OSError, ModbusException):
-            ok = False
+        except _CONNECT_ERRORS as exc:
+            ok, why = False, f": {exc!r}"
         if not ok:
             client.close()
             self.stats.connect_failures += 1
@@ -338,8 +350,9 @@ class Bus:
             self._failed_connects += 1
             self._next_connect_at = time.monotonic() + delay
             if self._failed_connects == 1:
-                log.warning("modbus %s unreachable; retrying with backoff", self.describe())
-            raise BusUnavailable(f"cannot connect to {self.describe()}")
+                log.warning("modbus %s unreachable%s; retrying with backoff",
+                            self.describe(), why)
+            raise BusUnavailable(f"cannot connect to {self.describe()}{why}")
         if self._failed_connects:
             log.info("modbus %s reachable again", self.describe())
         self._failed_connects = 0

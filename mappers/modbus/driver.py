@@ -3,7 +3,7 @@ bus (TCP endpoint or serial port), coalesced reads per device, typed writes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,10 @@ class ModbusDriver:
                       model: Mapping[str, Any] | None) -> ModbusHandle:
         config = parse_device(device.get("spec") or {}, (model or {}).get("spec"))
         return ModbusHandle(config, self.pool.acquire(config.protocol))
+
+    def schedule_group(self, handle: ModbusHandle) -> Hashable:
+        """Devices on one bus are polled staggered over their cycle (``ScheduleGroups``)."""
+        return self.pool.key(handle.config.protocol)
 
     async def read(self, handle: ModbusHandle,
                    properties: Sequence[str]) -> dict[str, str | Exception]:

@@ -1,4 +1,4 @@
-"""Which requests to send for one device's poll, and when each device polls (pure).
+"""Which requests to send for one device's poll (pure).
 
 Every Modbus request costs a full round trip (and on a serial line a turnaround and an
 inter-frame gap), while one more register in a reply costs two bytes.  So the points of
@@ -13,9 +13,8 @@ request's points one by one (``Read.singles``) so that only a bad point fails.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from mappers.modbus.codec import RegisterKind
 
@@ -23,9 +22,6 @@ MAX_REGISTERS_PER_READ = 125
 MAX_BITS_PER_READ = 2000
 DEFAULT_MAX_GAP = 8
 """Unrequested addresses a read may span to join two points (registers or bits)."""
-
-_K = TypeVar("_K", bound=Hashable)
-
 
 class PlanError(ValueError):
     """A point cannot be read with a single Modbus request."""
@@ -107,13 +103,3 @@ def _coalesce(kind: RegisterKind, group: list[Point], max_gap: int) -> list[Read
     if members:
         reads.append(Read(kind, start, end - start, tuple(members)))
     return reads
-
-
-def stagger(devices: Sequence[_K], period_ms: int) -> dict[_K, int]:
-    """Start offsets (ms) that spread the first polls of ``devices`` sharing one bus evenly
-    over one period, so they do not all queue on the bus at the same instant."""
-    if period_ms < 0:
-        raise ValueError("period_ms must be >= 0")
-    unique = list(dict.fromkeys(devices))
-    n = len(unique)
-    return {device: (i * period_ms) // n for i, device in enumerate(unique)}

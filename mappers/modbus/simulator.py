@@ -2,7 +2,8 @@
 
     python -m mappers.modbus.simulator --port 5020 [--host 127.0.0.1] [--unit 1]
         [--latency-ms 0] [--mute-after SECONDS] [--seed N]
-    python -m mappers.modbus.simulator --serial /dev/ttyX [--baud 19200 --parity E]
+    python -m mappers.modbus.simulator --serial /dev/ttyX [--baudrate 19200] [--parity E]
+        [--stopbits 1] [--unit 1] [--latency-ms 0] [--mute-after SECONDS] [--seed N]
 
 Register map of unit 1 (addresses 0-based; anything else answers exception 2):
 
@@ -21,8 +22,11 @@ Register map of unit 1 (addresses 0-based; anything else answers exception 2):
 Requests for another unit id go unanswered, as on a serial line.  SIGUSR1 toggles
 silence (requests are received and dropped, so clients time out); ``--mute-after`` goes
 silent after that many seconds.  The process prints ``listening on HOST:PORT`` (or the
-serial path) once serving, and ``muted`` / ``unmuted`` when that changes.  It binds
-127.0.0.1 unless told otherwise; ``--port 0`` picks a free port and prints it.
+serial path) once serving, ``muted`` / ``unmuted`` when that changes, and
+``setpoint N`` when a client changed the setpoint register (seen within one tick), so a
+demo or test on a serial line, where nobody else can ask the device, sees writes land.
+It binds 127.0.0.1 unless told otherwise; ``--port 0`` picks a free port and prints it.
+RTU mode uses 8 data bits (a pty, as socat makes, cannot do parity: use --parity N).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ INPUT_SERVED = 8
 INPUT_MAX_CONCURRENT = 9
 INPUT_MODEL = 20
 HOLDING_SETPOINT = 0
+DEFAULT_SETPOINT = 21
 SPARE_HOLDING = 20
 COIL_RELAY = 0
 _FC_READ_INPUT = 4
@@ -76,6 +81,7 @@ class Thermostat:
         self.latency = latency
         self.rng = rng or random.Random()
         self.tenths = 210
+        self.setpoint = DEFAULT_SETPOINT
         self.muted = False
         self.served = 0
         self.in_progress = 0
@@ -90,7 +96,8 @@ class Thermostat:
             SimData(INPUT_SERVED, values=[0, 0], datatype=DataType.REGISTERS),
             SimData(INPUT_MODEL, values=_ascii_words(MODEL_NAME, 8), datatype=DataType.REGISTERS),
         ]
-        holding = [SimData(HOLDING_SETPOINT, values=[21, *range(1, SPARE_HOLDING + 1)],
+        holding = [SimData(HOLDING_SETPOINT,
+                           values=[DEFAULT_SETPOINT, *range(1, SPARE_HOLDING + 1)],
                            datatype=DataType.REGISTERS)]
         coils = [SimData(0, count=8, values=False, datatype=DataType.BITS)]
         discrete = [SimData(0, values=[True] + [False] * 7, datatype=DataType.BITS)]
@@ -140,6 +147,9 @@ class Thermostat:
                                          [self.tenths < int(setpoint) * 10])
         finally:
             self._internal = False
+        if int(setpoint) != self.setpoint:
+            self.setpoint = int(setpoint)
+            print(f"setpoint {self.setpoint}", flush=True)
 
     def set_muted(self, muted: bool) -> None:
         if muted != self.muted:
@@ -154,13 +164,17 @@ async def serve(args: argparse.Namespace) -> None:
     server: ModbusTcpServer | ModbusSerialServer
     if args.serial:
         server = ModbusSerialServer(thermostat.device(), framer=FramerType.RTU, port=args.serial,
-                                    baudrate=args.baud, parity=args.parity,
+                                    baudrate=args.baudrate, bytesize=8, parity=args.parity,
                                     stopbits=args.stopbits, trace_pdu=trace)
         where = args.serial
     else:
         server = ModbusTcpServer(thermostat.device(), address=(args.host, args.port),
                                  trace_pdu=trace)
-    await server.serve_forever(background=True)
+    try:
+        await server.serve_forever(background=True)
+    except RuntimeError as exc:  # pymodbus' word for "cannot open the port or bind"
+        raise SystemExit(f"simulator: cannot serve on "
+                         f"{args.serial or f'{args.host}:{args.port}'}: {exc}") from None
     if not args.serial:
         sockets = getattr(server.transport, "sockets", None) or []
         port = sockets[0].getsockname()[1] if sockets else args.port
@@ -190,9 +204,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5020, help="TCP port (0: pick a free one)")
     parser.add_argument("--serial", help="serve Modbus RTU on this serial port instead of TCP")
-    parser.add_argument("--baud", type=int, default=19200)
-    parser.add_argument("--parity", choices=("N", "E", "O"), default="E")
-    parser.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--baudrate", "--baud", dest="baudrate", type=int, default=19200,
+                        help="RTU line speed (default 19200)")
+    parser.add_argument("--parity", choices=("N", "E", "O"), default="E",
+                        help="RTU parity: None, Even (the default) or Odd")
+    parser.add_argument("--stopbits", type=int, choices=(1, 2), default=1,
+                        help="RTU stop bits (default 1)")
     parser.add_argument("--unit", type=int, default=1, help="unit (slave) id, default 1")
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="delay every answer by this much")

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.harness import Cloud, Edge, device, device_model, wait_until
+from tests.harness import Cloud, Edge, device, device_model, reported, wait_until
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.system
@@ -76,10 +76,7 @@ def mosquitto() -> Iterator[Mosquitto]:
 
 
 def _reported(cloud: Cloud, prop: str) -> str | None:
-    for twin in (cloud.get("Device", NAME).get("status") or {}).get("twins") or []:
-        if twin["propertyName"] == prop:
-            return (twin.get("reported") or {}).get("value")
-    return None
+    return reported(cloud, NAME, prop)
 
 
 def _run(cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],

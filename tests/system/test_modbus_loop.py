@@ -15,7 +15,7 @@ import pytest
 import yaml
 from pymodbus.client import AsyncModbusTcpClient
 
-from tests.harness import Cloud, Edge, command, wait_until
+from tests.harness import Cloud, Edge, command, reported, wait_until
 
 pytestmark = pytest.mark.system
 
@@ -50,10 +50,7 @@ def _thermostat(port: int) -> list[dict[str, Any]]:
 
 
 def _reported(cloud: Cloud, prop: str) -> str | None:
-    for twin in (cloud.get("Device", "thermostat-1").get("status") or {}).get("twins") or []:
-        if twin["propertyName"] == prop:
-            return (twin.get("reported") or {}).get("value")
-    return None
+    return reported(cloud, "thermostat-1", prop)
 
 
 def _reported_at(cloud: Cloud, prop: str) -> int:

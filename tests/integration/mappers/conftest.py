@@ -1,15 +1,13 @@
-"""The thermostat simulator as a real subprocess, and a socat pty pair for RTU."""
+"""The thermostat simulator as a real subprocess (the socat pty pair for RTU is in
+tests/conftest.py, shared with the system tests)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -84,26 +82,6 @@ async def sim_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[S
     yield start
     for sim in started:
         await sim.stop()
-
-
-@pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """Two linked pseudo-terminals: what one end writes, the other reads (a null modem)."""
-    if shutil.which("socat") is None:
-        pytest.skip("socat is not installed")
-    a, b = str(tmp_path / "ttyA"), str(tmp_path / "ttyB")
-    proc = subprocess.Popen(["socat", "-d", "-d", f"pty,raw,echo=0,link={a}",
-                             f"pty,raw,echo=0,link={b}"], stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not (os.path.exists(a) and os.path.exists(b)):
-            assert time.monotonic() < deadline, "socat did not create the pty pair"
-            assert proc.poll() is None, "socat exited"
-            time.sleep(0.01)
-        yield a, b
-    finally:
-        proc.terminate()
-        proc.wait(5)
 
 
 async def eventually(check: Callable[[], Awaitable[T]], within: float = 10.0,

@@ -93,3 +93,19 @@ async def test_a_missing_serial_port_is_a_bus_error(tmp_path: object) -> None:
     async with Bus(endpoint) as bus:
         with pytest.raises(BusUnavailable, match="cannot connect"):
             await bus.read(1, RegisterKind.HOLDING, 0, 1)
+
+
+async def test_line_settings_the_port_refuses_are_a_bus_error_with_backoff(
+        pty_pair: tuple[str, str]) -> None:
+    # A pseudo-terminal cannot do parity: the port's driver refuses the line settings
+    # (as some USB adapters refuse a speed).  The bus reports why and backs off rather
+    # than trying to open the port again on every poll.
+    _, mapper_end = pty_pair
+    endpoint = SerialEndpoint(port=mapper_end, baudrate=BAUD, parity=Parity.EVEN, timeout=0.3)
+    async with Bus(endpoint, reconnect_base=60) as bus:
+        with pytest.raises(BusUnavailable, match="Invalid argument"):
+            await bus.read(1, RegisterKind.HOLDING, 0, 1)
+        with pytest.raises(BusUnavailable, match="next connection attempt"):
+            await bus.read(1, RegisterKind.HOLDING, 0, 1)
+        assert bus.stats.connect_failures == 1
+        assert not bus.connected

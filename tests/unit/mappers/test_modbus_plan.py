@@ -14,7 +14,6 @@ from mappers.modbus.plan import (
     Point,
     Read,
     plan_reads,
-    stagger,
 )
 
 H, IN, C, D = (RegisterKind.HOLDING, RegisterKind.INPUT, RegisterKind.COIL,
@@ -121,11 +120,3 @@ def test_contiguous_same_table_points_never_take_more_reads_than_needed(
         if a.kind is b.kind:
             assert b.offset > a.offset + a.count or (b.offset + b.count) - a.offset > 125
 
-
-def test_stagger_spreads_devices_over_the_period() -> None:
-    assert stagger(["a", "b", "c", "d"], 1000) == {"a": 0, "b": 250, "c": 500, "d": 750}
-    assert stagger(["only"], 1000) == {"only": 0}
-    assert stagger([], 1000) == {}
-    offsets = stagger([f"d{i}" for i in range(130)], 2000)
-    assert len(set(offsets.values())) == 130
-    assert all(0 <= o < 2000 for o in offsets.values())
