@@ -26,6 +26,17 @@ from protocol.resources import ObjectKey, key_of, resource_version, split_key
 log = logging.getLogger(__name__)
 
 
+def _only_status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    if old.get("status") == new.get("status"):
+        return False
+    old_meta = {k: v for k, v in (old.get("metadata") or {}).items() if k != "resourceVersion"}
+    new_meta = {k: v for k, v in (new.get("metadata") or {}).items() if k != "resourceVersion"}
+    if old_meta != new_meta:
+        return False
+    rest = set(old) | set(new)
+    return all(old.get(k) == new.get(k) for k in rest - {"status", "metadata"})
+
+
 class NodeLink(Protocol):
     """What the dispatcher needs from a connected node's session."""
 
@@ -39,6 +50,9 @@ class Dispatcher:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._cache: dict[ObjectKey, dict[str, Any]] = {}
+        # Per key, the version nodes should hold: the newest one that changed more than
+        # the status (see _apply_upsert).
+        self._delivered_rv: dict[ObjectKey, int] = {}
         self._scope = NodeScope()
         self._links: dict[str, NodeLink] = {}
         self._rv = 0
@@ -111,6 +125,13 @@ class Dispatcher:
         if held is not None and resource_version(held) >= resource_version(obj):
             return
         self._cache[key] = obj
+        if held is not None and _only_status_changed(held, obj):
+            # Status is the edge's own account (a Device's twins, a Rule's counters):
+            # echoing each write back down would cost every node a frame, an fsync
+            # and a cache event per report.  Nodes keep the version of the last change
+            # to anything else, which is what desired_for() reports for resyncs.
+            return
+        self._delivered_rv[key] = resource_version(obj)
         transitions = self._scope.apply(key, addressing_of(obj))
         self._offer_transitions(transitions, skip=key)
         for node in self._scope.nodes_holding(key):
@@ -118,6 +139,7 @@ class Dispatcher:
 
     def _apply_delete(self, key: ObjectKey, rv: int) -> None:
         self._cache.pop(key, None)
+        self._delivered_rv.pop(key, None)
         holders = self._scope.nodes_holding(key)
         transitions = self._scope.apply(key, NOWHERE)
         self._offer_transitions(transitions, skip=key)
@@ -168,9 +190,9 @@ class Dispatcher:
 
     def desired_for(self, node: str) -> dict[str, int]:
         return {
-            key: resource_version(self._cache[key])
+            key: self._delivered_rv[key]
             for key in self._scope.keys_for(node)
-            if key in self._cache
+            if key in self._delivered_rv
         }
 
     def attach(self, link: NodeLink, holdings: dict[str, int]) -> tuple[int, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -21,11 +22,22 @@ def _node_view(cloud: Cloud, node: str) -> list[str]:
     models = {(d["metadata"]["namespace"], d["spec"]["deviceModelRef"]["name"]) for d in devices}
     dms = [m for m in cloud.list("DeviceModel")
            if (m["metadata"]["namespace"], m["metadata"]["name"]) in models]
-    return strip_volatile(devices + dms)
+    return strip_volatile(_without_status(devices + dms))
 
 
 def _edge_view(edge: Edge) -> list[str]:
-    return strip_volatile(edge.cached("Device") + edge.cached("DeviceModel"))
+    return strip_volatile(_without_status(edge.cached("Device") + edge.cached("DeviceModel")))
+
+
+def _without_status(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the cloud sends down: everything but the status, which the edge writes and
+    the cloud does not echo back (so the edge's resourceVersion is that of the last
+    change to anything else)."""
+    out = []
+    for obj in objs:
+        meta = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+        out.append({**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta})
+    return out
 
 
 def _assert_monotonic_and_once(edge: Edge) -> None:
@@ -190,3 +202,41 @@ def test_edge_started_while_the_cloud_is_down_serves_its_cache_then_syncs(
     wait_until(lambda: (edge.cached_one("Device", "d1") or {}).get("spec", {})
                .get("properties", [{}])[0].get("desired", {}).get("value") == "2",
                what="a change made after the cloud returned")
+
+
+def test_status_writes_are_not_echoed_down_and_resyncs_send_nothing_for_them(
+    cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],
+) -> None:
+    cloud = cloud_factory().start()
+    edge = edge_factory(cloud, "edge-a")
+    assert edge.join(cloud.join_token()).returncode == 0
+    edge.start()
+    cloud.apply(device_model())
+    applied = cloud.apply(device("d1", "edge-a", desired="1")).json()
+    wait_until(lambda: edge.cached_one("Device", "d1"), what="d1 on the edge")
+    # The edge's twin writes d1's status by itself; an admin writes it once more.
+    current = cloud.get("Device", "d1")
+    with cloud.api() as c:
+        r = c.put(f"{DEVICES}/d1/status", json={
+            **current, "status": {**(current.get("status") or {}),
+                                  "lastOnlineTime": "2026-11-25T10:00:00Z"}})
+        assert r.status_code == 200, r.text
+    assert int(r.json()["metadata"]["resourceVersion"]) > int(
+        applied["metadata"]["resourceVersion"])
+    # A later change on the same link is the sentinel: the status would have come first.
+    cloud.apply(device("d2", "edge-a"))
+    wait_until(lambda: edge.cached_one("Device", "d2"), what="d2 on the edge")
+    d1_upserts = [rv for op, key, rv in edge.applied() if key == "Device/default/d1"]
+    assert d1_upserts == [int(applied["metadata"]["resourceVersion"])]
+
+    # A spec change still goes down; a reconnect resends nothing the edge already has.
+    cloud.apply(device("d1", "edge-a", desired="2"))
+    wait_until(lambda: ((edge.cached_one("Device", "d1") or {})["spec"]["properties"][0]
+                        ["desired"]["value"]) == "2", what="the new desired value")
+    before = len(list(edge.applied()))
+    edge.stop()
+    edge.start()
+    edge.wait_synced(after=1)
+    cloud.apply(device("d3", "edge-a"))  # sentinel after the resync
+    wait_until(lambda: edge.cached_one("Device", "d3"), what="d3 on the edge")
+    assert [key for _, key, _ in list(edge.applied())[before:]] == ["Device/default/d3"]
