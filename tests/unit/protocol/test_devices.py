@@ -4,15 +4,13 @@ v1beta1 CRD schemas: valid ones unchanged, invalid ones refused with the field p
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
-from typing import Any, get_args, get_origin
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-import yaml
 from pydantic import BaseModel
 
 import protocol.kinds  # noqa: F401  (registers every kind)
-from protocol.errors import InvalidObject
 from protocol.kinds.devices import (
     DEVICE,
     DEVICE_MODEL,
@@ -24,6 +22,16 @@ from protocol.kinds.devices import (
 )
 from protocol.resources import REGISTRY, validate_object
 from tests.harness import kubeedge_crds_dir
+from tests.unit.protocol.crdwalk import (
+    Place,
+    crd_schema,
+    minimal,
+    model_fields,
+    places,
+    setter,
+    wrong_values,
+)
+from tests.unit.protocol.manifests import load, rejection
 
 API_VERSION = "devices.kubeedge.io/v1beta1"
 
@@ -132,18 +140,6 @@ status:
 """
 
 
-def load(text: str) -> dict[str, Any]:
-    obj = yaml.safe_load(text)
-    assert isinstance(obj, dict)
-    return obj
-
-
-def rejection(obj: dict[str, Any]) -> InvalidObject:
-    with pytest.raises(InvalidObject) as caught:
-        validate_object(obj)
-    return caught.value
-
-
 # --- accepted unchanged ----------------------------------------------------------------
 
 
@@ -198,16 +194,6 @@ def test_router_helpers() -> None:
 # --- rejected with the field path ------------------------------------------------------
 
 
-def _set(path: list[str | int], value: Any) -> Callable[[dict[str, Any]], None]:
-    def mutate(obj: dict[str, Any]) -> None:
-        cur: Any = obj
-        for step in path[:-1]:
-            cur = cur[step]
-        cur[path[-1]] = value
-
-    return mutate
-
-
 def _delete(path: list[str | int]) -> Callable[[dict[str, Any]], None]:
     def mutate(obj: dict[str, Any]) -> None:
         cur: Any = obj
@@ -225,35 +211,36 @@ P0: list[str | int] = ["spec", "properties", 0]
     ("mutate", "field"),
     [
         # unknown fields, at several depths
-        (_set(["spec", "nodeSelector"], {}), "spec.nodeSelector"),
-        (_set(["spec", "protocol", "modbus"], {"slaveID": 1}), "spec.protocol.modbus"),
-        (_set([*P0, "propertyName"], "t"), "spec.properties[0].propertyName"),
-        (_set([*P0, "pushMethod", "mqtt", "qoss"], 1), "spec.properties[0].pushMethod.mqtt.qoss"),
-        (_set([*P0, "pushMethod", "dbMethod"], {"tdengine": {}}),
+        (setter(["spec", "nodeSelector"], {}), "spec.nodeSelector"),
+        (setter(["spec", "protocol", "modbus"], {"slaveID": 1}), "spec.protocol.modbus"),
+        (setter([*P0, "propertyName"], "t"), "spec.properties[0].propertyName"),
+        (setter([*P0, "pushMethod", "mqtt", "qoss"], 1), "spec.properties[0].pushMethod.mqtt.qoss"),
+        (setter([*P0, "pushMethod", "dbMethod"], {"tdengine": {}}),
          "spec.properties[0].pushMethod.dbMethod.tdengine"),
-        (_set([*P0, "desired", "reported"], "1"), "spec.properties[0].desired.reported"),
-        (_set(["spec", "stateReport"], {"reportcycle": 1}), "spec.stateReport.reportcycle"),
-        (_set(["status", "twins"], [{"propertyName": "t", "desired": {"value": "1"}}]),
+        (setter([*P0, "desired", "reported"], "1"), "spec.properties[0].desired.reported"),
+        (setter(["spec", "stateReport"], {"reportcycle": 1}), "spec.stateReport.reportcycle"),
+        (setter(["status", "twins"], [{"propertyName": "t", "desired": {"value": "1"}}]),
          "status.twins[0].desired"),
         # wrong types
-        (_set([*P0, "reportCycle"], "1000"), "spec.properties[0].reportCycle"),
-        (_set([*P0, "collectCycle"], 1.5), "spec.properties[0].collectCycle"),
-        (_set([*P0, "reportToCloud"], "yes"), "spec.properties[0].reportToCloud"),
-        (_set([*P0, "reportToCloud"], 1), "spec.properties[0].reportToCloud"),
-        (_set([*P0, "desired", "value"], 30), "spec.properties[0].desired.value"),
-        (_set([*P0, "desired", "metadata"], {"ts": 5}), "spec.properties[0].desired.metadata.ts"),
-        (_set(["spec", "nodeName"], ["edge-node-1"]), "spec.nodeName"),
-        (_set(["spec", "protocol", "configData"], "ip=1.2.3.4"), "spec.protocol.configData"),
-        (_set(["spec", "properties"], {"name": "t"}), "spec.properties"),
-        (_set([*P0, "pushMethod", "mqtt", "retained"], "false"),
+        (setter([*P0, "reportCycle"], "1000"), "spec.properties[0].reportCycle"),
+        (setter([*P0, "collectCycle"], 1.5), "spec.properties[0].collectCycle"),
+        (setter([*P0, "reportToCloud"], "yes"), "spec.properties[0].reportToCloud"),
+        (setter([*P0, "reportToCloud"], 1), "spec.properties[0].reportToCloud"),
+        (setter([*P0, "desired", "value"], 30), "spec.properties[0].desired.value"),
+        (setter([*P0, "desired", "metadata"], {"ts": 5}), "spec.properties[0].desired.metadata.ts"),
+        (setter(["spec", "nodeName"], ["edge-node-1"]), "spec.nodeName"),
+        (setter(["spec", "protocol", "configData"], "ip=1.2.3.4"), "spec.protocol.configData"),
+        (setter(["spec", "properties"], {"name": "t"}), "spec.properties"),
+        (setter([*P0, "pushMethod", "mqtt", "retained"], "false"),
          "spec.properties[0].pushMethod.mqtt.retained"),
-        (_set(["status", "reportCycle"], "5"), "status.reportCycle"),
+        (setter(["status", "reportCycle"], "5"), "status.reportCycle"),
         # integer ranges from the CRD's format
-        (_set([*P0, "pushMethod", "mqtt", "qos"], 2**31), "spec.properties[0].pushMethod.mqtt.qos"),
-        (_set([*P0, "reportCycle"], 2**63), "spec.properties[0].reportCycle"),
+        (setter([*P0, "pushMethod", "mqtt", "qos"], 2**31),
+         "spec.properties[0].pushMethod.mqtt.qos"),
+        (setter([*P0, "reportCycle"], 2**63), "spec.properties[0].reportCycle"),
         # missing required field
         (_delete([*P0, "desired", "value"]), "spec.properties[0].desired.value"),
-        (_set(["status", "twins"], [{"propertyName": "t", "reported": {}}]),
+        (setter(["status", "twins"], [{"propertyName": "t", "reported": {}}]),
          "status.twins[0].reported.value"),
         # property names must be unique
         (lambda o: o["spec"]["properties"].append({"name": "temperature"}),
@@ -272,14 +259,14 @@ def test_bad_device_names_the_field(
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
-        (_set([*P0, "type"], "INTEGER"), "spec.properties[0].type"),
-        (_set([*P0, "type"], "int"), "spec.properties[0].type"),
-        (_set([*P0, "accessMode"], "RW"), "spec.properties[0].accessMode"),
-        (_set([*P0, "minimum"], 0), "spec.properties[0].minimum"),
-        (_set([*P0, "defaultValue"], "1"), "spec.properties[0].defaultValue"),
-        (_set(["spec", "protocol"], {"protocolName": "modbus"}), "spec.protocol"),
-        (_set(["spec", "commands"], []), "spec.commands"),
-        (_set(["status"], {"ready": True}), "status.ready"),  # the CRD has no status
+        (setter([*P0, "type"], "INTEGER"), "spec.properties[0].type"),
+        (setter([*P0, "type"], "int"), "spec.properties[0].type"),
+        (setter([*P0, "accessMode"], "RW"), "spec.properties[0].accessMode"),
+        (setter([*P0, "minimum"], 0), "spec.properties[0].minimum"),
+        (setter([*P0, "defaultValue"], "1"), "spec.properties[0].defaultValue"),
+        (setter(["spec", "protocol"], {"protocolName": "modbus"}), "spec.protocol"),
+        (setter(["spec", "commands"], []), "spec.commands"),
+        (setter(["status"], {"ready": True}), "status.ready"),  # the CRD has no status
     ],
 )
 def test_bad_device_model_names_the_field(
@@ -306,69 +293,10 @@ CRD_DIR = kubeedge_crds_dir()
 CRDS = {"Device": "devices_v1beta1_device.yaml", "DeviceModel": "devices_v1beta1_devicemodel.yaml"}
 needs_crds = pytest.mark.skipif(not CRD_DIR.is_dir(), reason="KubeEdge CRDs not present")
 
-Place = Callable[[Any], Any]
-"""Builds the smallest valid value of a schema with the given value put at one path."""
 
 
 def v1beta1_schema(kind: str) -> dict[str, Any]:
-    crd = yaml.safe_load((CRD_DIR / CRDS[kind]).read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
-    schema = version["schema"]["openAPIV3Schema"]
-    assert isinstance(schema, dict)
-    return schema
-
-
-def minimal(schema: dict[str, Any]) -> Any:
-    """The smallest value the schema accepts."""
-    if "enum" in schema:
-        return schema["enum"][0]
-    kind = str(schema.get("type"))
-    if kind == "object":
-        return {name: minimal(schema["properties"][name]) for name in schema.get("required", [])}
-    scalars: dict[str, Any] = {"string": "s", "integer": 1, "boolean": True, "number": 1.5}
-    return [] if kind == "array" else scalars[kind]
-
-
-def wrong_values(schema: dict[str, Any]) -> list[Any]:
-    """Values the API server would refuse for this schema."""
-    if "enum" in schema:
-        return [5, "NOT_" + schema["enum"][0]]
-    by_type: dict[str, list[Any]] = {
-        "string": [5, True],
-        "integer": ["5", True, 1.5, 2**63 if schema.get("format") != "int32" else 2**31],
-        "boolean": ["yes", 1],
-        "number": ["1.5", True],
-        "array": ["x", {}],
-        "object": ["x", [1]],
-    }
-    return by_type[schema["type"]]
-
-
-def places(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any], Place]]:
-    """Every field under ``schema``: its path, its schema and how to build an otherwise
-    minimal value of ``schema`` with something put in that field."""
-    if schema.get("type") == "array":
-        for sub_path, sub_schema, place in places(schema["items"], f"{path}[0]"):
-            yield sub_path, sub_schema, _in_list(place)
-    if schema.get("type") != "object":
-        return
-    base = minimal(schema)
-    for name, prop in schema.get("properties", {}).items():
-        prop_path = f"{path}.{name}"
-        yield prop_path, prop, _in_field(base, name, lambda v: v)
-        for sub_path, sub_schema, place in places(prop, prop_path):
-            yield sub_path, sub_schema, _in_field(base, name, place)
-    extra = schema.get("additionalProperties")
-    if isinstance(extra, dict):
-        yield f"{path}.k", extra, _in_field(base, "k", lambda v: v)
-
-
-def _in_list(place: Place) -> Place:
-    return lambda v: [place(v)]
-
-
-def _in_field(base: dict[str, Any], name: str, place: Place) -> Place:
-    return lambda v: {**base, name: place(v)}
+    return crd_schema(CRD_DIR / CRDS[kind], "v1beta1")
 
 
 def schema_cases() -> list[tuple[str, str, dict[str, Any], Place]]:
@@ -435,22 +363,6 @@ def test_every_crd_field_refuses_the_wrong_type(
     for bad in wrong_values(schema):
         err = rejection(wrap(kind, path, place(bad)))
         assert err.field == path, f"{bad!r} at {path}"
-
-
-def model_fields(model: type[BaseModel], path: str) -> Iterator[str]:
-    """Every field path the pydantic models declare, in the CRD walk's notation."""
-    for name, info in model.model_fields.items():
-        here = f"{path}.{name}"
-        yield here
-        stack: list[tuple[Any, str]] = [(info.annotation, here)]
-        while stack:
-            tp, at = stack.pop()
-            if isinstance(tp, type) and issubclass(tp, BaseModel):
-                yield from model_fields(tp, at)
-            elif get_origin(tp) is list:
-                stack.extend((arg, f"{at}[0]") for arg in get_args(tp))
-            else:
-                stack.extend((arg, at) for arg in get_args(tp) if get_origin(tp) is not dict)
 
 
 @needs_crds
