@@ -90,6 +90,7 @@ StatusOwnership = Callable[[str, dict[str, Any]], bool]
 STATUS_OWNERS: dict[str, StatusOwnership] = {
     "Node": lambda node, obj: obj["metadata"]["name"] == node,
     "Device": lambda node, obj: (obj.get("spec") or {}).get("nodeName") == node,
+    "AppReplica": lambda node, obj: (obj.get("spec") or {}).get("nodeName") == node,
 }
 
 

@@ -69,6 +69,7 @@ ADDRESSING_RULES: dict[str, AddressingRule] = {
     "Device": _device_addressing,
     "DeviceModel": lambda _obj: NOWHERE,
     "Rule": _rule_addressing,
+    "AppReplica": lambda obj: Addressing(nodes=frozenset({(obj.get("spec") or {})["nodeName"]})),
     "RuleEndpoint": lambda _obj: NOWHERE,
 }
 

@@ -59,7 +59,8 @@ def _selector(request: Request) -> Selector | None:
 
 def _refuse_system_created(principal: Principal, kind: KindInfo) -> Forbidden:
     return Forbidden(
-        f"{kind.plural} are created by the system (edgecore join), not through the API; "
+        f"{kind.plural} are created by the system (Nodes by edgecore join, AppReplicas by "
+        "the apps controller), not through the API; "
         f"user {principal.name!r} may only update or delete existing ones"
     )
 

@@ -1,5 +1,6 @@
 """Every kind edgefleet serves.  Importing this package registers them all."""
 
+from protocol.kinds import appreplicas as appreplicas
 from protocol.kinds import apps as apps
 from protocol.kinds import core as core
 from protocol.kinds import devices as devices

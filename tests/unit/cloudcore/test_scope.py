@@ -61,3 +61,11 @@ def test_changing_the_model_swaps_the_dependency_on_the_same_node() -> None:
     out = scope.apply(D1, addressing_of(device("d1", "a", "m2")))
     assert set(out) == {Transition("a", ObjectKey("DeviceModel/ns/m2"), True),
                         Transition("a", M, False)}
+
+
+def test_an_app_replica_travels_to_its_node_only() -> None:
+    replica = {"kind": "AppReplica", "metadata": {"name": "web-0", "namespace": "default"},
+               "spec": {"app": "web", "index": 0, "nodeName": "edge-7",
+                        "template": {"command": ["true"]}}}
+    assert addressing_of(replica).nodes == frozenset({"edge-7"})
+    assert addressing_of(replica).deps == frozenset()
