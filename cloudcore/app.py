@@ -20,6 +20,7 @@ from certs.ca import ensure_server_cert, load_or_create_ca, make_token_secret
 from certs.tls import server_context
 from certs.tokens import parse_ttl
 from cloudcore.api.app import build_api
+from cloudcore.artifacts import ArtifactStore, EdgeDownloads
 from cloudcore.auth import Role, TokenAuth
 from cloudcore.config import CloudConfig, split_hostport
 from cloudcore.dispatch import Dispatcher
@@ -89,6 +90,8 @@ class CloudCore:
 
         store = SqliteStore.open(self.data_dir / "store.db")
         auth = TokenAuth.open(self.data_dir / "auth.db")
+        artifacts = ArtifactStore.open(self.data_dir / "artifacts",
+                                       max_bytes=cfg.artifacts.maxBytes)
         dispatcher = Dispatcher(store)
         lifecycle = NodeLifecycle(store, NodeLifecycleConfig(
             grace_seconds=cfg.nodes.gracePeriodSeconds,
@@ -127,10 +130,11 @@ class CloudCore:
             store, dispatcher,
             on_heartbeat=lifecycle.heartbeat, sign_csr=join.sign_renewal,
             is_node_allowed=node_exists, on_message=router.on_edge_message,
+            http_request=EdgeDownloads(artifacts, node_exists).process_request,
         )
         self.hub = hub
         api = build_api(store, auth, join, extra_routes=join.routes(),
-                        authenticated_routes=router_routes(router))
+                        authenticated_routes=router_routes(router), artifacts=artifacts)
         api_ssl = server_context(server_crt, server_key, None, require_client_cert=False)
         server = _EmbeddedUvicorn(_TlsConfig(
             api, api_ssl, host=api_host, port=api_port, log_level="warning",

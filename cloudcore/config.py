@@ -46,6 +46,12 @@ class RouterSettings(BaseModel):
     kubeedgeListen: str | None = None
 
 
+class ArtifactSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    maxBytes: int = Field(default=256 * 1024 * 1024, ge=1)  # largest artifact accepted
+
+
 class CloudConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +66,7 @@ class CloudConfig(BaseModel):
     hub: HubSettings = HubSettings()
     nodes: NodeSettings = NodeSettings()
     router: RouterSettings = RouterSettings()
+    artifacts: ArtifactSettings = ArtifactSettings()
 
 
 def split_hostport(value: str, field: str) -> tuple[str, int]:

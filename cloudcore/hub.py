@@ -30,6 +30,7 @@ from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from certs.tls import peer_common_name
 from cloudcore.dispatch import Dispatcher
@@ -92,6 +93,9 @@ STATUS_OWNERS: dict[str, StatusOwnership] = {
     "Device": lambda node, obj: (obj.get("spec") or {}).get("nodeName") == node,
     "AppReplica": lambda node, obj: (obj.get("spec") or {}).get("nodeName") == node,
 }
+
+
+HttpHook = Callable[[ServerConnection, Request], Awaitable[Response | None]]
 
 
 class NodeSession:
@@ -164,6 +168,7 @@ class Hub:
         sign_csr: Callable[[bytes, str], bytes],
         is_node_allowed: Callable[[str], Awaitable[bool]],
         on_message: Callable[[NodeSession, Envelope], Awaitable[None]] | None = None,
+        http_request: HttpHook | None = None,
     ) -> None:
         self.cfg = cfg
         self._ssl = ssl_context
@@ -173,6 +178,9 @@ class Hub:
         self._sign_csr = sign_csr
         self._is_node_allowed = is_node_allowed
         self._on_message = on_message
+        # Answers plain HTTP GETs (artifact downloads) before any websocket upgrade;
+        # returning None lets the handshake go on.
+        self._http_request = http_request
         self.sessions: dict[str, NodeSession] = {}
         self._server: Server | None = None
         self.frames_rejected = 0
@@ -191,6 +199,7 @@ class Hub:
             ping_interval=20,
             ping_timeout=20,
             close_timeout=5,
+            process_request=self._http_request,
         )
 
     @property

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import protocol.kinds  # noqa: F401  (registers every kind efctl can name)
-from efctl import commands
+from efctl import artifacts, commands
 from efctl.client import ApiClient, ClientError
 from efctl.config import ConfigError, default_config_path, load_efctl_config
 from efctl.twin import twin_set
@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     tw.add_argument("assignments", metavar="PROP=VALUE", nargs="+")
     tw.add_argument("-n", "--namespace")
 
+    p = sub.add_parser("artifact", help="files Apps bring along, stored by their SHA-256")
+    art_sub = p.add_subparsers(dest="action", metavar="ACTION")
+    art_sub.required = True
+    a = art_sub.add_parser("push", help="upload a file; prints its SHA-256")
+    a.add_argument("file", metavar="FILE", type=Path)
+    a.add_argument("--name", metavar="NAME", help="a name kept with it (default: the file's)")
+    a = art_sub.add_parser("list", help="every stored artifact")
+    a.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    a = art_sub.add_parser("delete", help="delete an artifact (admins only)")
+    a.add_argument("sha256", metavar="SHA256")
+
     p = sub.add_parser("user", help="API users")
     user_sub = p.add_subparsers(dest="action", metavar="ACTION")
     user_sub.required = True
@@ -98,6 +109,13 @@ def run(args: argparse.Namespace) -> None:
             commands.token_create(client, args.ttl)
         elif args.command == "twin":
             twin_set(client, args.device, args.assignments, namespace=args.namespace)
+        elif args.command == "artifact":
+            if args.action == "push":
+                artifacts.push(client, args.file, args.name)
+            elif args.action == "list":
+                artifacts.list_artifacts(client, args.output)
+            else:
+                artifacts.delete(client, args.sha256)
         elif args.command == "user":
             commands.user_create(client, args.user_name, args.role)
         else:  # argparse only lets known commands through

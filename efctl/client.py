@@ -12,12 +12,14 @@ import json
 import socket
 import ssl
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
 from efctl.config import EfctlConfig
 from protocol.errors import error_from_status
+
+UPLOAD_CHUNK = 256 * 1024
 
 
 class ClientError(Exception):
@@ -107,6 +109,28 @@ class ApiClient:
             raise ClientError(
                 f"cannot reach {self.server}: {describe_transport_error(exc)}"
             ) from None
+        return self._decode(method, path, response)
+
+    def upload(
+        self, path: str, file: BinaryIO, size: int, *, params: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """POST the content of ``file`` (``size`` bytes) as a raw body, streamed."""
+
+        def chunks() -> Iterator[bytes]:
+            while block := file.read(UPLOAD_CHUNK):
+                yield block
+
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        try:
+            response = self._http.post(path, content=chunks(), params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise ClientError(
+                f"cannot reach {self.server}: {describe_transport_error(exc)}"
+            ) from None
+        return self._decode("POST", path, response)
+
+    @staticmethod
+    def _decode(method: str, path: str, response: httpx.Response) -> tuple[int, dict[str, Any]]:
         try:
             decoded = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):

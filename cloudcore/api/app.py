@@ -18,12 +18,15 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 import protocol.kinds  # noqa: F401  (registers every kind before the routes are built)
+from cloudcore.api.artifacts import COLLECTION as ARTIFACTS_PATH
+from cloudcore.api.artifacts import artifact_routes
 from cloudcore.api.auth_routes import AuthRoutes, JoinTokenIssuer
 from cloudcore.api.authn import BearerAuthMiddleware
 from cloudcore.api.body import BodyLimitMiddleware
 from cloudcore.api.errors import ErrorMiddleware, http_exception_handler
 from cloudcore.api.objects import ObjectRoutes
 from cloudcore.api.openapi import build_openapi
+from cloudcore.artifacts import ArtifactStore
 from cloudcore.auth import TokenAuth
 from cloudcore.store.base import Store
 
@@ -40,10 +43,12 @@ def build_api(
     extra_routes: Sequence[BaseRoute] = (),
     authenticated_routes: Sequence[BaseRoute] = (),
     max_body_bytes: int = 1_048_576,
+    artifacts: ArtifactStore | None = None,
 ) -> Starlette:
     """The API as an ASGI app.  ``extra_routes`` (join, CA download) are public: they
     are matched before the token check and before the resource routes.
-    ``authenticated_routes`` (the router) sit behind the token like the resource routes."""
+    ``authenticated_routes`` (the router) sit behind the token like the resource routes.
+    With ``artifacts``, ``/artifacts`` serves them too, with its own upload limit."""
     openapi_body = json.dumps(build_openapi()).encode()
 
     async def openapi(request: Request) -> Response:
@@ -58,13 +63,16 @@ def build_api(
         *public,
         *AuthRoutes(auth, join_tokens).routes(),
         *authenticated_routes,
+        *(artifact_routes(artifacts) if artifacts is not None else ()),
         *ObjectRoutes(store).routes(),
     ]
     return Starlette(
         routes=routes,
         middleware=[
             Middleware(ErrorMiddleware),
-            Middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes),
+            Middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes,
+                       # Uploads stream to disk and enforce artifacts.maxBytes themselves.
+                       path_limits={ARTIFACTS_PATH: None} if artifacts is not None else None),
             Middleware(BearerAuthMiddleware, auth=auth, public_routes=public),
         ],
         exception_handlers={HTTPException: http_exception_handler},

@@ -2,12 +2,15 @@
 
 The cap is checked twice: against ``Content-Length`` before anything is read (so a
 client announcing a huge body is refused at once), and against the bytes actually
-received (so a chunked or lying client cannot get past it).
+received (so a chunked or lying client cannot get past it).  A path mapped to None in
+``path_limits`` is left to its endpoint, which streams the body to disk and enforces a
+larger limit of its own (artifact uploads).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -22,15 +25,20 @@ def _too_large(limit: int) -> TooLarge:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int,
+                 path_limits: Mapping[str, int | None] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.path_limits = dict(path_limits or {})  # exact path -> its limit, or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
+        limit = self.path_limits.get(scope["path"], self.max_body_bytes)
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             try:

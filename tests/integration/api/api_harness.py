@@ -22,6 +22,7 @@ import uvicorn
 from certs.ca import CertAuthority, ensure_server_cert, load_or_create_ca, make_token_secret
 from certs.tokens import make_join_token
 from cloudcore.api import build_api
+from cloudcore.artifacts import ArtifactStore
 from cloudcore.auth import Role, TokenAuth
 from cloudcore.store.sqlite import SqliteStore
 from tests.integration.api.api_objects import node
@@ -79,6 +80,7 @@ class RunningApi:
 @contextmanager
 def running_api(
     tmp_path: Path, *, max_body_bytes: int = 1_048_576, history_limit: int = 100_000,
+    artifacts: ArtifactStore | None = None,
 ) -> Iterator[RunningApi]:
     pki = tmp_path / "pki"
     ca = load_or_create_ca(pki)
@@ -105,7 +107,8 @@ def running_api(
             ready["error"] = exc
             opened.set()
             raise
-        app = build_api(store, auth, join_tokens, max_body_bytes=max_body_bytes)
+        app = build_api(store, auth, join_tokens, max_body_bytes=max_body_bytes,
+                        artifacts=artifacts)
         config = uvicorn.Config(
             app, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning",
             lifespan="off", timeout_graceful_shutdown=2,
