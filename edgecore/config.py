@@ -42,6 +42,21 @@ class ServiceBusSettings(BaseModel):
     timeoutSeconds: float = Field(default=60.0, gt=0)
 
 
+class EdgedSettings(BaseModel):
+    """edged: how this node supervises the App replicas the cloud assigns to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Waits between restarts of a crashing replica double from base up to cap, as the
+    # kubelet's; a run lasting resetSeconds forgives the crashes before it.
+    backoffBaseSeconds: float = Field(default=1.0, gt=0)
+    backoffCapSeconds: float = Field(default=300.0, gt=0)
+    backoffResetSeconds: float = Field(default=600.0, gt=0)
+    # stdout and stderr each keep at most logFiles files of logFileBytes.
+    logFileBytes: int = Field(default=1_048_576, ge=1024)
+    logFiles: int = Field(default=3, ge=1, le=100)
+
+
 class EdgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -53,6 +68,7 @@ class EdgeConfig(BaseModel):
     labels: dict[str, str] = {}
     link: LinkSettings = LinkSettings()
     servicebus: ServiceBusSettings = ServiceBusSettings()
+    edged: EdgedSettings = EdgedSettings()
 
 
 class EdgePaths:
@@ -69,6 +85,7 @@ class EdgePaths:
         self.cache = data_dir / "meta.db"
         self.outbox = data_dir / "outbox.db"
         self.dmi_socket = data_dir / "dmi.sock"
+        self.apps = data_dir / "apps"
 
 
 def load_config(path: Path) -> EdgeConfig:
