@@ -20,6 +20,7 @@ from certs.ca import ensure_server_cert, load_or_create_ca, make_token_secret
 from certs.tls import server_context
 from certs.tokens import parse_ttl
 from cloudcore.api.app import build_api
+from cloudcore.apps import AppsController, AppsControllerConfig
 from cloudcore.artifacts import ArtifactStore, EdgeDownloads
 from cloudcore.auth import Role, TokenAuth
 from cloudcore.config import CloudConfig, split_hostport
@@ -93,6 +94,7 @@ class CloudCore:
         artifacts = ArtifactStore.open(self.data_dir / "artifacts",
                                        max_bytes=cfg.artifacts.maxBytes)
         dispatcher = Dispatcher(store)
+        apps = AppsController(store, AppsControllerConfig())
         lifecycle = NodeLifecycle(store, NodeLifecycleConfig(
             grace_seconds=cfg.nodes.gracePeriodSeconds,
             status_update_interval=cfg.nodes.statusUpdateSeconds,
@@ -152,6 +154,7 @@ class CloudCore:
             router.load(dispatcher.objects_of(frozenset({"Rule", "RuleEndpoint"})))
             dispatcher.on_change.append(router.on_store_change)
             await router.start()
+            await apps.start()
             await hub.start()
             await lifecycle.start(
                 on_deleted=lambda node: hub.disconnect(node, "node deleted; join again"))
@@ -175,6 +178,7 @@ class CloudCore:
             log.debug("hub stopped")
             await lifecycle.stop()
             await router.stop()
+            await apps.stop()
             await dispatcher.stop()
             for task in (api_task, compat_task):
                 if task is not None:

@@ -2,7 +2,8 @@
 then reclaim, over a snapshot of nodes, queues and jobs (Apps).
 
 **Allocate.**  Queues are served in order (higher ``priority`` first, then smaller share =
-allocated/deserved); an *overused* queue (allocated ≥ deserved everywhere) is skipped.
+allocated/deserved); an *overused* queue (allocated ≥ deserved everywhere) is skipped -
+except for its jobs that request nothing, which take nothing from the share.
 From the chosen queue the best job is taken (higher priority first, then jobs still below
 their gang minimum, then smaller DRF dominant share, then older, then by name) and its
 pending replicas are placed one by one on the best node, each only while the queue stays
@@ -268,9 +269,14 @@ class _Session:
             _, name = heapq.heappop(queue_heap)
             queue = self.queues[name]
             if overused(queue.allocated, queue.deserved):
+                # Replicas that request nothing take nothing from the share (Volcano
+                # backfills them); everything else waits for a later session.
+                free = [entry for entry in queue.heap if self.jobs[entry[1]].request == ZERO]
                 for _, key in queue.heap:
-                    self._explain_overused(self.jobs[key])
-                continue
+                    if self.jobs[key].request != ZERO:
+                        self._explain_overused(self.jobs[key])
+                queue.heap = free
+                heapq.heapify(queue.heap)
             if not queue.heap:
                 continue
             _, key = heapq.heappop(queue.heap)

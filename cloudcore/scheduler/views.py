@@ -1,13 +1,16 @@
 """From stored objects (plain dicts) to the scheduler's views.
 
-- :func:`job_from_app`: an App becomes a :class:`JobView`.  Replica ``i`` (``0 <= i <
-  spec.replicas``) is *bound* when its ``status.replicas`` entry names a node and its
-  phase is Pending, Running or CrashLoopBackOff; *completed* when Succeeded; finished for
-  good when Failed (it neither holds resources nor waits for a node); otherwise - no
-  entry, or no node - *pending*.  An entry that names a node but is being taken away
-  (``reason: Evicted``, or an index at or beyond ``spec.replicas`` after a scale-down) is
-  *releasing*: it holds its node's resources until its entry is removed, and an evicted
-  index within ``spec.replicas`` is pending again at the same time.
+- :func:`job_from_app`: an App and its AppReplica objects become a :class:`JobView`.
+  Bindings are AppReplica objects (protocol/kinds/appreplicas.py), one per placed
+  replica, each holding its index.  A replica that is not terminating fills one of the
+  App's ``spec.replicas`` slots: it is *bound* (holds its node's resources) while its
+  phase is Pending, Running or CrashLoopBackOff, *completed* when Succeeded, and
+  finished for good when Failed (it holds nothing and is not replaced).  A terminating
+  replica (``spec.terminating``: evicted, scaled away, failed over) fills no slot but is
+  *releasing* - it holds its node's resources until the edge reports it ``Terminated``.
+  The slots no replica fills are *pending*, numbered with the lowest indices no
+  AppReplica object of the App uses (a terminating replica keeps its name, and so its
+  index, until it is deleted).
 - :func:`queue_from_object`, :func:`node_from_object`: Queue and Node objects.
 - :func:`with_default_queue`: Volcano always has a ``default`` queue; so do we, even
   when nobody stored one.
@@ -16,12 +19,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from cloudcore.scheduler.model import BoundReplica, JobView, NodeView, QueueSummary, QueueView
 from cloudcore.scheduler.resources import UNLIMITED_AMOUNT, Resources
-from protocol.kinds.apps import DEFAULT_QUEUE, EVICTED_REASON, ReplicaPhase
+from protocol.kinds.appreplicas import TERMINATED_REASON
+from protocol.kinds.apps import DEFAULT_QUEUE, ReplicaPhase
 from protocol.quantity import (
     QuantityError,
     cpu_millis,
@@ -38,6 +43,30 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+# A controller converts the same few quantity strings ("500m", "8Gi") for every App,
+# replica and node in every round: parsing each once is most of a round's cost saved.
+_cpu_cached = lru_cache(maxsize=4096)(cpu_millis)
+_memory_cached = lru_cache(maxsize=4096)(memory_bytes)
+
+
+def _cpu(value: Any) -> int:
+    if isinstance(value, bool):  # True == 1 for the cache; the parser refuses it
+        return cpu_millis(value)
+    try:
+        return _cpu_cached(value)
+    except TypeError:  # unhashable: let the parser say what is wrong with it
+        return cpu_millis(value)
+
+
+def _memory(value: Any) -> int:
+    if isinstance(value, bool):
+        return memory_bytes(value)
+    try:
+        return _memory_cached(value)
+    except TypeError:
+        return memory_bytes(value)
+
+
 def app_request(spec: Mapping[str, Any]) -> Resources:
     """Per-replica request; a dimension with a limit but no request takes the limit,
     as in Kubernetes.  Raises :class:`QuantityError` for a bad quantity."""
@@ -46,8 +75,8 @@ def app_request(spec: Mapping[str, Any]) -> Resources:
     limits = _mapping(resources.get("limits"))
     cpu = requests.get("cpu", limits.get("cpu"))
     memory = requests.get("memory", limits.get("memory"))
-    return Resources(cpu_millis(cpu) if cpu is not None else 0,
-                     memory_bytes(memory) if memory is not None else 0)
+    return Resources(_cpu(cpu) if cpu is not None else 0,
+                     _memory(memory) if memory is not None else 0)
 
 
 def job_key(app: Mapping[str, Any]) -> str:
@@ -55,34 +84,45 @@ def job_key(app: Mapping[str, Any]) -> str:
     return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
-def job_from_app(app: Mapping[str, Any]) -> JobView:
-    """The scheduler's view of a (validated) App object."""
+def free_indices(used: Iterable[int], count: int) -> tuple[int, ...]:
+    """The ``count`` lowest non-negative indices not in ``used``."""
+    taken = set(used)
+    out: list[int] = []
+    index = 0
+    while len(out) < count:
+        if index not in taken:
+            out.append(index)
+        index += 1
+    return tuple(out)
+
+
+def job_from_app(app: Mapping[str, Any], replicas: Iterable[Mapping[str, Any]] = ()) -> JobView:
+    """The scheduler's view of a (validated) App object and its AppReplica objects
+    (those whose ``spec.app`` names it; see the module docstring)."""
     spec = _mapping(app.get("spec"))
-    replicas = int(spec.get("replicas", 1))
+    wanted = int(spec.get("replicas", 1))
     bound: list[BoundReplica] = []
-    seen: set[int] = set()
+    used: set[int] = set()
+    filled = 0
     completed = 0
-    pending: set[int] = set()
-    for entry in dig(app, "status.replicas") or ():
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("index"), int):
+    for obj in replicas:
+        rspec = _mapping(obj.get("spec"))
+        index = rspec.get("index")
+        if not isinstance(index, int):
             continue
-        index = int(entry["index"])
-        seen.add(index)
-        phase = entry.get("phase", ReplicaPhase.PENDING)
-        node = entry.get("node")
-        wanted = index < replicas
+        used.add(index)
+        phase = dig(obj, "status.phase") or ReplicaPhase.PENDING
+        node = str(rspec.get("nodeName") or "")
+        if rspec.get("terminating") is True:
+            stopped = dig(obj, "status.reason") == TERMINATED_REASON
+            if node and phase in _HOLDING and not stopped:
+                bound.append(BoundReplica(index, node, releasing=True))
+            continue
+        filled += 1
         if phase == ReplicaPhase.SUCCEEDED:
-            completed += 1 if wanted else 0
-        elif phase == ReplicaPhase.FAILED:
-            continue
-        elif node and phase in _HOLDING:
-            releasing = entry.get("reason") == EVICTED_REASON or not wanted
-            bound.append(BoundReplica(index, str(node), releasing))
-            if releasing and wanted:
-                pending.add(index)
-        elif wanted:
-            pending.add(index)
-    pending.update(i for i in range(replicas) if i not in seen)
+            completed += 1
+        elif phase != ReplicaPhase.FAILED and node:
+            bound.append(BoundReplica(index, node))
     meta = _mapping(app.get("metadata"))
     return JobView(
         key=job_key(app),
@@ -92,7 +132,7 @@ def job_from_app(app: Mapping[str, Any]) -> JobView:
         min_available=max(1, int(spec.get("minAvailable") or 1)),
         node_selector=dict(_mapping(spec.get("nodeSelector"))),
         bound=tuple(sorted(bound, key=lambda b: b.index)),
-        pending=tuple(sorted(pending)),
+        pending=free_indices(used, max(0, wanted - filled)),
         completed=completed,
         created=str(meta.get("creationTimestamp") or ""),
         scheduler_name=spec.get("schedulerName"),
@@ -102,8 +142,8 @@ def job_from_app(app: Mapping[str, Any]) -> JobView:
 def _amounts(value: Any, default: int) -> Resources:
     amounts = _mapping(value)
     cpu, memory = amounts.get("cpu"), amounts.get("memory")
-    return Resources(cpu_millis(cpu) if cpu is not None else default,
-                     memory_bytes(memory) if memory is not None else default)
+    return Resources(_cpu(cpu) if cpu is not None else default,
+                     _memory(memory) if memory is not None else default)
 
 
 def queue_from_object(queue: Mapping[str, Any]) -> QueueView:
@@ -130,11 +170,11 @@ def node_from_object(node: Mapping[str, Any]) -> NodeView:
     )
     allocatable = _mapping(dig(node, "status.allocatable"))
     try:
-        cpu = cpu_millis(allocatable.get("cpu", 0))
+        cpu = _cpu(allocatable.get("cpu", 0))
     except QuantityError:
         cpu = 0
     try:
-        memory = memory_bytes(allocatable.get("memory", 0))
+        memory = _memory(allocatable.get("memory", 0))
     except QuantityError:
         memory = 0
     return NodeView(

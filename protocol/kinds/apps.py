@@ -14,13 +14,19 @@ Spec, in short::
     minAvailable: 3                      # gang: place none unless this many fit
     nodeSelector: {k: v}, schedulerName
 
-Status holds one entry per replica (index, node, phase, restarts, lastExitCode, startTime,
-reason), the ready count, conditions and a message (``0/5 nodes: 3 insufficient cpu``).
+Status is written by the apps controller (cloudcore/apps/): one entry per replica
+(index, node, phase, restarts, lastExitCode, startTime, reason, message) aggregated from
+the App's AppReplica objects - plus an entry without a node for each replica still
+waiting for one, with the reason - the ready count, conditions, a message (``0/5 nodes:
+3 insufficient cpu``) and ``placement``, the last node-group decision.
 
-Conventions the scheduler relies on (see cloudcore/scheduler/views.py): a replica is
-*bound* when its status entry names a node; an entry that still names a node but whose
-``reason`` is :data:`EVICTED_REASON`, or whose index is beyond ``spec.replicas``, is on its
-way out - it still holds its node's resources until the entry is removed.
+Replicas are bound by AppReplica objects (protocol/kinds/appreplicas.py), one per
+placed replica, which the edge runs and reports on; the scheduler reads those, never
+``status.replicas`` (cloudcore/scheduler/views.py).  ``placement`` is the controller's
+memory of Karmada's ResourceBinding: which PropagationPolicy (and generation) decided,
+the clusterAffinities term it used (``affinityName``, so that a workload that fell back
+to a later term does not move back by itself), and how many replicas each NodeGroup
+was given.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ VERSION = "v1alpha1"
 DEFAULT_QUEUE = "default"
 EVICTED_REASON = "Evicted"
 """``status.replicas[].reason`` of a replica that was preempted or reclaimed and is stopping."""
+UNSCHEDULABLE_REASON = "Unschedulable"
+"""``status.replicas[].reason`` of a replica no node can take (the message says why)."""
 
 Int32 = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]
 Count = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
@@ -238,12 +246,22 @@ class AppCondition(_Strict):
     lastTransitionTime: StrictStr | None = None
 
 
+class AppPlacement(_Strict):
+    """The last node-group decision (Karmada's ResourceBinding ``spec.clusters``)."""
+
+    policy: StrictStr | None = None  # the PropagationPolicy that governed it
+    policyGeneration: StrictInt | None = None
+    affinityName: StrictStr | None = None  # the clusterAffinities term used
+    groups: dict[StrictStr, Count] | None = None  # NodeGroup -> replicas
+
+
 class AppStatus(_Strict):
     replicas: list[ReplicaStatus] | None = None
     readyReplicas: Count | None = None
     conditions: list[AppCondition] | None = None
     message: StrictStr | None = None
     observedGeneration: StrictInt | None = None
+    placement: AppPlacement | None = None
 
     @model_validator(mode="after")
     def _indices_unique(self) -> AppStatus:

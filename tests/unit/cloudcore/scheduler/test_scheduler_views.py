@@ -62,24 +62,44 @@ def test_spec_fields_reach_the_job() -> None:
     assert job.scheduler_name == "other"
 
 
-def test_replica_status_entries_decide_bound_pending_and_releasing() -> None:
-    obj = app_object(replicas=6)
-    obj["status"] = {"replicas": [
-        {"index": 0, "node": "n1", "phase": "Running"},
-        {"index": 1, "node": "n2", "phase": "CrashLoopBackOff", "restarts": 6},
-        {"index": 2, "node": "n2", "phase": "Running", "reason": "Evicted"},
-        {"index": 3, "node": "n1", "phase": "Succeeded"},
-        {"index": 5, "node": "n1", "phase": "Failed", "lastExitCode": 2},
-        {"index": 6, "node": "n3", "phase": "Running"},  # scaled away, still stopping
-        {"index": 7, "phase": "Pending"},  # scaled away before it was placed
-    ]}
-    job = job_from_app(obj)
+def replica_object(index: int, node: str, phase: str | None = None, *,
+                   terminating: bool = False, reason: str | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "apps.edgefleet.io/v1alpha1", "kind": "AppReplica",
+        "metadata": {"name": f"a-{index}", "namespace": "plant",
+                     "labels": {"apps.edgefleet.io/app": "a"}},
+        "spec": {"app": "a", "index": index, "nodeName": node, "template": {"command": ["run"]},
+                 "terminating": terminating}}
+    status = {k: v for k, v in (("phase", phase), ("reason", reason)) if v is not None}
+    if status:
+        obj["status"] = status
+    validate_object(obj)
+    return obj
+
+
+def test_appreplica_objects_decide_bound_pending_and_releasing() -> None:
+    replicas = [
+        replica_object(0, "n1", "Running"),
+        replica_object(1, "n2", "CrashLoopBackOff"),
+        replica_object(2, "n2", "Running", terminating=True),  # evicted, still stopping
+        replica_object(3, "n1", "Succeeded"),
+        replica_object(5, "n1", "Failed"),
+        replica_object(6, "n3"),  # just bound, the edge has not reported yet
+        replica_object(7, "n3", "Running", terminating=True, reason="Terminated"),  # stopped
+    ]
+    job = job_from_app(app_object(replicas=6), replicas)
     assert job.bound == (BoundReplica(0, "n1"), BoundReplica(1, "n2"),
-                         BoundReplica(2, "n2", releasing=True),
-                         BoundReplica(6, "n3", releasing=True))
-    # 2 was evicted and waits for a new node; 4 has no entry yet.  5 failed for good.
-    assert job.pending == (2, 4)
+                         BoundReplica(2, "n2", releasing=True), BoundReplica(6, "n3"))
+    # Five replicas fill slots (0, 1, 3, 5 and 6: a Failed one is not replaced); the
+    # sixth slot takes the lowest index no object uses - 2 is still taken while it stops.
+    assert job.pending == (4,)
     assert job.completed == 1
+
+
+def test_pending_replicas_take_the_lowest_free_indices() -> None:
+    replicas = [replica_object(1, "n1", "Running"),
+                replica_object(0, "n1", "Running", terminating=True)]
+    assert job_from_app(app_object(replicas=4), replicas).pending == (2, 3, 4)
 
 
 def test_queue_objects_take_volcano_defaults() -> None:
@@ -123,6 +143,17 @@ def test_from_objects_to_bindings() -> None:
     assert sorted((b.job, b.node) for b in result.bindings) == [
         ("plant/web", "edge-0"), ("plant/web", "edge-1"), ("plant/web", "edge-2")]
     assert result.unschedulable == {"plant/big": "0/4 nodes: 3 insufficient cpu, 1 not ready"}
+
+
+def test_an_app_that_requests_nothing_is_placed() -> None:
+    # Its queue deserves nothing (it asks for nothing), so it is "overused" from the
+    # start; replicas that take nothing from the share are placed all the same.
+    nodes = [node_from_object(node_object("edge-0"))]
+    result = schedule(nodes, with_default_queue([]), [job_from_app(app_object(replicas=3))])
+    assert [(b.index, b.node) for b in result.bindings] == [
+        (0, "edge-0"), (1, "edge-0"), (2, "edge-0")]
+    assert result.nominations == ()
+    assert result.unschedulable == {}
 
 
 def test_unknown_queue_and_other_schedulers() -> None:
