@@ -51,7 +51,9 @@ async def install_artifacts(artifacts: Sequence[AppArtifact], workdir: Path, whe
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the fetcher's failure, whatever it is, goes to the status
-            raise SetupError(ARTIFACT_UNAVAILABLE,
+            # A fetcher that checked the hash itself says so with a reason of that name.
+            mismatch = getattr(exc, "reason", None) == ARTIFACT_MISMATCH
+            raise SetupError(ARTIFACT_MISMATCH if mismatch else ARTIFACT_UNAVAILABLE,
                              f"{label}: download failed: {exc or type(exc).__name__}") from exc
         try:
             digest = await asyncio.to_thread(_copy_verified, Path(source), target, art.sha256)
