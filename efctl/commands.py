@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from efctl.client import ApiClient
 from efctl.manifests import Document, ManifestError, load_manifests
 from efctl.render import describe as render_describe
-from efctl.render import object_ref, table, to_json, to_yaml
+from efctl.render import object_ref, replica_table, table, to_json, to_yaml
 from protocol.errors import EdgefleetError, NotFound
 from protocol.resources import REGISTRY, KindInfo, validate_object
 
@@ -141,6 +141,8 @@ def get(
             out.write(to_yaml(obj))
         else:
             out.write(table(kind, [obj], wide=output == "wide", all_namespaces=False))
+            if kind.kind == "App" and output == "wide" and (replicas := replica_table(obj)):
+                out.write("\n" + replicas)
         return
     params = {"labelSelector": selector} if selector else None
     try:

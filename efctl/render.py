@@ -108,6 +108,22 @@ def table(
     return "\n".join(lines) + "\n"
 
 
+def replica_table(app: Mapping[str, Any]) -> str:
+    """One row per replica of an App (``get app NAME -o wide``): where it runs, how it
+    is doing and, when it is not running, why."""
+    replicas = (app.get("status") or {}).get("replicas") or []
+    if not replicas:
+        return ""
+    rows = [["REPLICA", "NODE", "PHASE", "RESTARTS", "EXIT", "REASON", "MESSAGE"]]
+    for r in sorted(replicas, key=lambda r: int(r.get("index") or 0)):
+        rows.append([cell(r.get("index")), cell(r.get("node")), cell(r.get("phase")),
+                     cell(r.get("restarts")), cell(r.get("lastExitCode")),
+                     cell(r.get("reason")), cell(r.get("message"))])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def to_yaml(obj: Any) -> str:
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 import protocol.kinds  # noqa: F401  (registers every kind)
-from efctl.render import describe, human_age, node_status, object_ref, table
+from efctl.render import describe, human_age, node_status, object_ref, replica_table, table
 from protocol.resources import REGISTRY
 
 NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
@@ -85,3 +85,19 @@ def test_describe_shows_metadata_spec_and_status() -> None:
     assert "Resource Version:" in text and "7" in text
     assert "Spec:\n  nodeName: edge-1" in text
     assert "Status:\n  state: online" in text
+
+
+def test_app_replicas_show_node_phase_restarts_and_why_not_running() -> None:
+    app = {"status": {"replicas": [
+        {"index": 1, "node": None, "phase": "Pending", "reason": "Unschedulable",
+         "message": "0/5 nodes: 3 insufficient cpu, 2 not ready"},
+        {"index": 0, "node": "edge-a", "phase": "CrashLoopBackOff", "restarts": 4,
+         "lastExitCode": 3, "reason": "Error"},
+    ]}}
+    lines = replica_table(app).splitlines()
+    assert lines[0].split() == ["REPLICA", "NODE", "PHASE", "RESTARTS", "EXIT", "REASON",
+                                "MESSAGE"]
+    assert lines[1].split()[:6] == ["0", "edge-a", "CrashLoopBackOff", "4", "3", "Error"]
+    assert lines[2].split()[:3] == ["1", "<none>", "Pending"]
+    assert lines[2].endswith("0/5 nodes: 3 insufficient cpu, 2 not ready")
+    assert replica_table({"status": {}}) == ""
