@@ -1,12 +1,14 @@
-"""``mapper-modbus --dmi-socket DIR/dmi.sock [--name NAME] [--socket PATH]``.
+"""``mapper-modbus [--dmi-socket DIR/dmi.sock] [--name NAME] [--socket PATH]``.
 
 Registers protocol ``modbus`` with edgecore over DMI, receives its Devices, polls them
-and reports their twins.  Runs until SIGTERM/SIGINT."""
+and reports their twins.  Runs until SIGTERM/SIGINT.  Deployed as an App, it finds the
+DMI socket in ``$EDGEFLEET_DMI_SOCKET``, which edged sets for every replica."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +21,10 @@ from protocol.logsetup import setup_logging
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mapper-modbus", description="edgefleet Modbus mapper")
-    p.add_argument("--dmi-socket", type=Path, required=True, help="edgecore's DIR/dmi.sock")
+    from_env = os.environ.get("EDGEFLEET_DMI_SOCKET")
+    p.add_argument("--dmi-socket", type=Path, required=from_env is None,
+                   default=Path(from_env) if from_env else None,
+                   help="edgecore's DIR/dmi.sock (default: $EDGEFLEET_DMI_SOCKET)")
     p.add_argument("--name", default="modbus")
     p.add_argument("--socket", type=Path,
                    help="this mapper's own socket (default: modbus.sock beside dmi.sock)")
