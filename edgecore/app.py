@@ -13,8 +13,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from edgecore.artifacts import ArtifactFetcher
 from edgecore.config import EdgePaths, load_config
 from edgecore.dmi import DmiServer
+from edgecore.edged import Edged
+from edgecore.edged.environment import broker_url
 from edgecore.eventbus import DEFAULT_LISTEN, Bus, start_eventbus, stop_eventbus
 from edgecore.hub import HubClient
 from edgecore.meta import MetaCache
@@ -47,6 +50,7 @@ class EdgeCore:
         self.hub: HubClient | None = None
         self.metaserver: MetaServer | None = None
         self.router: EdgeRouter | None = None
+        self.edged: Edged | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -63,13 +67,14 @@ class EdgeCore:
         twins: DeviceTwins | None = None
         dmi: DmiServer | None = None
         router: EdgeRouter | None = None
+        edged: Edged | None = None
         try:
             bus, broker = await start_eventbus(self._mqtt_mode, self._mqtt_listen, self._mqtt_url,
                                                client_id=f"edgecore-{self.cfg.nodeName}")
             log.info("EventBus: %s", f"embedded broker on {self._mqtt_listen[0]}:"
                      f"{broker.bound_port}" if broker else f"external broker {self._mqtt_url}")
             twins = DeviceTwins(self.cfg.nodeName, cache, twin_store, publish=bus.publish,
-                                upstream=hub.report_status)
+                                upstream=hub.report_status, listened=bus.has_subscribers)
             hub.on_synced.append(twins.resync_all)
             for topic_filter in twins.subscriptions():
                 await bus.subscribe(topic_filter, twins.on_mqtt)
@@ -88,6 +93,13 @@ class EdgeCore:
             hub.on_publish = router.deliver
             await router.start()
             self.router = router
+            app_mqtt = (broker_url(self._mqtt_listen[0], broker.bound_port) if broker
+                        else self._mqtt_url or "")
+            edged = self.edged = Edged(
+                self.cfg.nodeName, cache, self.paths.apps, report_status=hub.report_status,
+                mqtt_url=app_mqtt, dmi_socket=self.paths.dmi_socket, settings=self.cfg.edged,
+                fetch_artifact=ArtifactFetcher(self.paths, self.cfg.hub).fetch)
+            await edged.start()  # the cached replicas run from now on, cloud or not
             if self._metaserver_addr is not None:
                 host, port = self._metaserver_addr
                 self.metaserver = MetaServer(cache, host, port)
@@ -108,6 +120,8 @@ class EdgeCore:
                 hub_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await hub_task
+            if edged is not None:
+                await edged.stop()  # apps stop gracefully while the bus still serves them
             if router is not None:
                 await router.stop()
             if twins is not None:

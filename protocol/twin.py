@@ -47,11 +47,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic_core import to_json
 
 from protocol.twin_messages import (
     DeviceStateOut,
@@ -60,7 +62,6 @@ from protocol.twin_messages import (
     StateUpdateRequest,
     StateUpdateResult,
     TwinDeltaMessage,
-    TwinDoc,
     TwinDocumentMessage,
     TwinError,
     TwinErrorCode,
@@ -69,10 +70,7 @@ from protocol.twin_messages import (
     TwinUpdateRequest,
     TwinUpdateResult,
     TwinValueIn,
-    TwinValueOut,
     TypeMetadataIn,
-    TypeMetadataOut,
-    ValueMetadataOut,
     Version,
     bad_request,
     check_update_charset,
@@ -116,20 +114,30 @@ class TwinProperty(BaseModel):
 
     def to_msg(self, *, versions: bool) -> MsgTwinOut:
         """The KubeEdge ``MsgTwin`` shape, with or without the version pairs."""
-        return MsgTwinOut(
-            expected=_value_out(self.expected),
-            actual=_value_out(self.actual),
-            optional=self.optional,
-            metadata=TypeMetadataOut(type=self.value_type.value),
-            expected_version=self.expected_version if versions else None,
-            actual_version=self.actual_version if versions else None,
-        )
+        return MsgTwinOut.model_validate(self.msg_dict(versions=versions))
+
+    def msg_dict(self, *, versions: bool) -> dict[str, Any]:
+        """:meth:`to_msg` as the plain JSON object its ``to_json`` writes (fields in the
+        same order, absent ones left out).  The ``*_payload`` functions serialise these
+        directly: building the pydantic models cost more than the rest of a twin update
+        (scripts/bench/twin), and a property test keeps the two byte-identical."""
+        out: dict[str, Any] = {}
+        if self.expected is not None:
+            out["expected"] = _value_dict(self.expected)
+        if self.actual is not None:
+            out["actual"] = _value_dict(self.actual)
+        out["optional"] = self.optional
+        out["metadata"] = {"type": self.value_type.value}
+        if versions:
+            out["expected_version"] = {"cloud": self.expected_version.cloud,
+                                       "edge": self.expected_version.edge}
+            out["actual_version"] = {"cloud": self.actual_version.cloud,
+                                     "edge": self.actual_version.edge}
+        return out
 
 
-def _value_out(value: TwinValue | None) -> TwinValueOut | None:
-    if value is None:
-        return None
-    return TwinValueOut(value=value.value, metadata=ValueMetadataOut(timestamp=value.timestamp))
+def _value_dict(value: TwinValue) -> dict[str, Any]:
+    return {"value": value.value, "metadata": {"timestamp": value.timestamp}}
 
 
 Twin = dict[str, TwinProperty]
@@ -183,26 +191,76 @@ class UpdateOutcome:
     ``document`` (if any) on ``.../twin/update/document`` and ``delta`` (if any) on
     ``.../twin/update/delta``.  ``changed`` names the properties whose stored state
     changed; their new versions are what :func:`pending_reports` will find.
+
+    ``result``, ``document`` and ``delta`` are built when first read: a caller that
+    knows nobody listens on a topic skips that message's cost.
     """
 
     twin: Twin
     changed: frozenset[str]
-    result: TwinUpdateResult | TwinErrorResult
     error: TwinError | None = None
-    delta: TwinDeltaMessage | None = None
-    document: TwinDocumentMessage | None = None
+    before: Mapping[str, TwinProperty] = field(default_factory=dict)
+    request: TwinUpdateRequest | None = None
+    now_ms: int = 0
+
+    @cached_property
+    def result(self) -> TwinUpdateResult | TwinErrorResult:
+        if self.error is not None:
+            return self.error.to_result(self.now_ms)
+        return TwinUpdateResult.model_validate(self._result_dict())
+
+    @cached_property
+    def delta(self) -> TwinDeltaMessage | None:
+        if self.error is not None:
+            return None
+        return build_delta_message(self.twin, event_id=self._delta_event_id, now_ms=self.now_ms)
+
+    @cached_property
+    def document(self) -> TwinDocumentMessage | None:
+        if self.error is not None or self.request is None:
+            return None
+        return build_document(self.before, self.twin, sorted(self.changed),
+                              event_id=self.request.event_id, now_ms=self.now_ms)
 
     @property
     def publish_delta(self) -> bool:
         return self.delta is not None
 
+    # The same three messages as MQTT payloads, without building the models.
+
+    def result_payload(self) -> bytes:
+        if self.error is not None:
+            return self.result.to_json()
+        return to_json(self._result_dict())
+
+    def delta_payload(self) -> bytes | None:
+        if self.error is not None or not delta(self.twin):
+            return None  # (checked first: no event id is drawn for nothing)
+        return delta_payload(self.twin, event_id=self._delta_event_id, now_ms=self.now_ms)
+
+    def document_payload(self) -> bytes | None:
+        if self.error is not None or self.request is None:
+            return None
+        return document_payload(self.before, self.twin, sorted(self.changed),
+                                event_id=self.request.event_id, now_ms=self.now_ms)
+
+    @cached_property
+    def _delta_event_id(self) -> str:
+        return _new_event_id()
+
+    def _result_dict(self) -> dict[str, Any]:
+        assert self.request is not None
+        twin = self.twin
+        return {"event_id": self.request.event_id, "timestamp": self.now_ms, "twin": {
+            name: None if twin[name].deleted else twin[name].msg_dict(versions=True)
+            for name in self.request.twin
+        }}
+
 
 def _refused(
     twin: Mapping[str, TwinProperty] | None, error: TwinError, now_ms: int
 ) -> UpdateOutcome:
-    return UpdateOutcome(
-        twin=dict(twin or {}), changed=frozenset(), result=error.to_result(now_ms), error=error
-    )
+    return UpdateOutcome(twin=dict(twin or {}), changed=frozenset(), error=error, now_ms=now_ms)
 
 
 def apply_edge_update(
@@ -231,18 +289,8 @@ def apply_edge_update(
             new_twin[name] = planned
             changed.add(name)
 
-    result = TwinUpdateResult(event_id=event_id, timestamp=now_ms, twin={
-        name: None if new_twin[name].deleted else new_twin[name].to_msg(versions=True)
-        for name in request.twin
-    })
-    return UpdateOutcome(
-        twin=new_twin,
-        changed=frozenset(changed),
-        result=result,
-        delta=build_delta_message(new_twin, event_id=_new_event_id(), now_ms=now_ms),
-        document=build_document(twin, new_twin, sorted(changed), event_id=event_id,
-                                now_ms=now_ms),
-    )
+    return UpdateOutcome(twin=new_twin, changed=frozenset(changed), before=twin,
+                         request=request, now_ms=now_ms)
 
 
 def _apply_one(
@@ -487,19 +535,32 @@ def build_delta_message(
     """The ``.../twin/update/delta`` payload, or ``None`` when nothing differs.
 
     ``twin`` holds every live property with an expected value, without versions."""
+    body = _delta_dict(twin, event_id, now_ms)
+    return None if body is None else TwinDeltaMessage.model_validate(body)
+
+
+def delta_payload(twin: Mapping[str, TwinProperty], *, event_id: str,
+                  now_ms: int) -> bytes | None:
+    """``build_delta_message(...).to_json()``, without building the model."""
+    body = _delta_dict(twin, event_id, now_ms)
+    return None if body is None else to_json(body)
+
+
+def _delta_dict(twin: Mapping[str, TwinProperty], event_id: str,
+                now_ms: int) -> dict[str, Any] | None:
     differs = delta(twin)
     if not differs:
         return None
-    return TwinDeltaMessage(
-        event_id=event_id,
-        timestamp=now_ms,
-        twin={
-            name: prop.to_msg(versions=False)
+    return {
+        "event_id": event_id,
+        "timestamp": now_ms,
+        "twin": {
+            name: prop.msg_dict(versions=False)
             for name, prop in sorted(twin.items())
             if not prop.deleted and prop.expected is not None and prop.expected.value != ""
         },
-        delta=differs,
-    )
+        "delta": differs,
+    }
 
 
 def build_document(
@@ -512,16 +573,34 @@ def build_document(
 ) -> TwinDocumentMessage | None:
     """The ``.../twin/update/document`` payload for ``keys``: last and current state
     (``null`` where the property did not exist or was deleted), or ``None`` for no keys."""
-    docs: dict[str, TwinDoc] = {}
-    for name in keys:
-        docs[name] = TwinDoc(last=_live_msg(before.get(name)), current=_live_msg(after.get(name)))
+    body = _document_dict(before, after, keys, event_id, now_ms)
+    return None if body is None else TwinDocumentMessage.model_validate(body)
+
+
+def document_payload(
+    before: Mapping[str, TwinProperty],
+    after: Mapping[str, TwinProperty],
+    keys: Iterable[str],
+    *,
+    event_id: str,
+    now_ms: int,
+) -> bytes | None:
+    """``build_document(...).to_json()``, without building the model."""
+    body = _document_dict(before, after, keys, event_id, now_ms)
+    return None if body is None else to_json(body)
+
+
+def _document_dict(before: Mapping[str, TwinProperty], after: Mapping[str, TwinProperty],
+                   keys: Iterable[str], event_id: str, now_ms: int) -> dict[str, Any] | None:
+    docs = {name: {"last": _live_msg(before.get(name)), "current": _live_msg(after.get(name))}
+            for name in keys}
     if not docs:
         return None
-    return TwinDocumentMessage(event_id=event_id, timestamp=now_ms, twin=docs)
+    return {"event_id": event_id, "timestamp": now_ms, "twin": docs}
 
 
-def _live_msg(prop: TwinProperty | None) -> MsgTwinOut | None:
-    return None if prop is None or prop.deleted else prop.to_msg(versions=False)
+def _live_msg(prop: TwinProperty | None) -> dict[str, Any] | None:
+    return None if prop is None or prop.deleted else prop.msg_dict(versions=False)
 
 
 def build_get_result(

@@ -137,6 +137,9 @@ def _replace_surrogates(text: str) -> str:
     return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
 
 
+_FOLDED_NAMES: dict[type, dict[str, str]] = {}
+
+
 class _GoDecoded(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -145,7 +148,13 @@ class _GoDecoded(BaseModel):
     def _match_field_names(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        names = {name.casefold(): name for name in cls.model_fields}
+        names = _FOLDED_NAMES.get(cls)
+        if names is None:
+            names = _FOLDED_NAMES[cls] = {name.casefold(): name for name in cls.model_fields}
+        # The common case, every key spelled as its field and none null, needs no copy.
+        fields = cls.model_fields
+        if all(value is not None and key in fields for key, value in data.items()):
+            return data
         return _fold_keys(data, names)
 
 
@@ -335,6 +344,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # Python's json would accept NaN/Infinity
 
 
+# One decoder for every request: json.loads with an option builds a new one each call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _event_id_of(data: Any) -> str:
     """Best effort, so that an error result still names the request it answers."""
     if not isinstance(data, dict):
@@ -358,7 +371,7 @@ def _load_object(
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
         if empty_ok and not text.strip():
             return {}
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         return bad_request(f"{what} is not valid JSON: {_short(exc)}")
     if not isinstance(data, dict):

@@ -4,9 +4,14 @@ edgecore itself uses on it.
 Two modes, as KubeEdge's ``mqttMode`` (kubeedge-protocol §1.1):
 
 * ``embedded`` (edgefleet's default): an amqtt broker inside edgecore, on 127.0.0.1:1883
-  unless told otherwise (``broker.py``), and a :class:`BusClient` connected to it.
+  unless told otherwise (``broker.py``), and a :class:`~edgecore.eventbus.local.LocalBus`
+  attached to it in process (``local.py``).  ``in_process=False`` connects a
+  :class:`BusClient` over TCP instead, as before (kept to compare the two).
 * ``external``: only a :class:`BusClient`, connected to a broker run by someone else
   (mosquitto).  amqtt is then never imported, which saves about 8 MB of RSS.
+
+Either way edgecore code gets a :class:`Bus`: ``subscribe(filter, handler)``,
+``publish(topic, payload)``, ``connected``.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from edgecore.eventbus.client import BusClient, Handler, parse_broker_url
+from edgecore.eventbus.bus import Bus, Handler
+from edgecore.eventbus.client import BusClient, parse_broker_url
 
 if TYPE_CHECKING:
     from edgecore.eventbus.broker import EmbeddedBroker
 
-__all__ = ["BusClient", "Handler", "parse_broker_url", "start_eventbus", "stop_eventbus"]
+__all__ = ["Bus", "BusClient", "Handler", "parse_broker_url", "start_eventbus",
+           "stop_eventbus"]
 
 DEFAULT_LISTEN = ("127.0.0.1", 1883)
 
@@ -53,13 +60,15 @@ async def start_eventbus(
     password_file: Path | None = None,
     acl: dict[str, list[str]] | None = None,
     publish_acl: dict[str, list[str]] | None = None,
-) -> tuple[BusClient, EmbeddedBroker | None]:
-    """Start the EventBus and return ``(client, broker)`` (``broker`` is None when external).
+    in_process: bool = True,
+) -> tuple[Bus, EmbeddedBroker | None]:
+    """Start the EventBus and return ``(bus, broker)`` (``broker`` is None when external).
 
-    The client is started but may not be connected yet: await ``client.connected``.
+    The bus is started but may not be connected yet: await ``bus.connected``.
     ``embedded``: ``listen`` is where the broker binds; ``password_file``/``acl``/
-    ``publish_acl`` are its authentication (required off loopback, see ``broker.py``),
-    and ``username``/``password`` are then edgecore's own entry in that file.
+    ``publish_acl`` are its authentication (required off loopback, see ``broker.py``).
+    The in-process bus is the broker itself and needs no credentials; with
+    ``in_process=False`` ``username``/``password`` are edgecore's own entry in the file.
     ``external``: ``url`` (``tcp://HOST:PORT``) is the broker; ``listen`` is unused.
     """
     if mode == "external":
@@ -73,26 +82,31 @@ async def start_eventbus(
 
     # Imported here so that external mode never loads amqtt.
     from edgecore.eventbus.broker import BrokerConfig, EmbeddedBroker
+    from edgecore.eventbus.local import LocalBus
 
     config = BrokerConfig(host=listen[0], port=listen[1], password_file=password_file,
                           acl=acl or {}, publish_acl=publish_acl or {})
-    if password_file is not None and username is None:
+    if password_file is not None and username is None and not in_process:
         raise ValueError("the embedded broker authenticates clients: give edgecore's own "
                          "username/password from its password file")
     broker = EmbeddedBroker(config)
     await broker.start()
+    bus: Bus
     try:
-        client = BusClient(_url_for(_dial_host(listen[0]), broker.bound_port), client_id,
-                           username=username, password=password)
-        await client.start()
+        if in_process:
+            bus = LocalBus(broker, client_id)
+        else:
+            bus = BusClient(_url_for(_dial_host(listen[0]), broker.bound_port), client_id,
+                            username=username, password=password)
+        await bus.start()
     except BaseException:
         await broker.stop()
         raise
-    return client, broker
+    return bus, broker
 
 
-async def stop_eventbus(client: BusClient, broker: EmbeddedBroker | None) -> None:
-    """Stop the client first (a clean DISCONNECT), then the broker."""
-    await client.stop()
+async def stop_eventbus(bus: Bus, broker: EmbeddedBroker | None) -> None:
+    """Stop the bus first (its queued messages are handed over), then the broker."""
+    await bus.stop()
     if broker is not None:
         await broker.stop()

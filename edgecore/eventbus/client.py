@@ -56,7 +56,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,12 +65,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edgecore.eventbus.bus import Handler, check_qos, check_topic_name
 from protocol.backoff import reconnect_delay
 from protocol.errors import Forbidden, TooLarge
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[str, bytes], Awaitable[None]]
+__all__ = ["BusClient", "Handler", "parse_broker_url"]
 
 DEFAULT_PORT = 1883
 
@@ -85,12 +86,6 @@ def parse_broker_url(url: str) -> tuple[str, int]:
     except ValueError as exc:
         raise ValueError(f"broker URL {url!r} has a bad port") from exc
     return parts.hostname, port
-
-
-def _check_topic_name(topic: str) -> None:
-    if not topic or "+" in topic or "#" in topic:
-        raise ValueError(f"cannot publish to {topic!r}: a topic name is non-empty and has "
-                         "no wildcards")
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -243,6 +238,10 @@ class BusClient:
         if link is not None and self.connected.is_set():
             link.paho.unsubscribe(topic_filter)
 
+    def has_subscribers(self, topic: str) -> bool:
+        """Always True: a remote broker's subscriptions are not known here."""
+        return True
+
     async def publish(self, topic: str, payload: bytes, qos: int = 1,
                       retain: bool = False) -> None:
         """Queue ``payload`` for ``topic``; it is sent as soon as the link is up.
@@ -253,9 +252,8 @@ class BusClient:
         """
         if self._stopped:
             raise RuntimeError("BusClient is stopped")
-        _check_topic_name(topic)
-        if qos not in (0, 1, 2):
-            raise ValueError(f"qos must be 0, 1 or 2, not {qos}")
+        check_topic_name(topic)
+        check_qos(qos)
         if len(payload) > self._max_pending_bytes:
             raise TooLarge(f"an MQTT payload of {len(payload)} bytes exceeds the queue bound "
                            f"of {self._max_pending_bytes} bytes")

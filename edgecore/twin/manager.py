@@ -16,6 +16,14 @@ device's ``reportToCloud`` properties.  After every resync with the cloud every
 device's full status is queued again, so values reported while the cloud was away
 arrive (latest per property) and desired values changed meanwhile have already come
 down with the resync.
+
+MQTT requests are queued (at most ``max_queued``; a full queue makes the bus wait, which
+backs the broker up until it sheds or holds back publishers) and handled a batch at a
+time by one worker, in arrival order: every request of the batch is applied, the
+changed devices are written in one sqlite transaction, and only then are the replies
+published, result first, then document and delta, as before.  A reply topic nobody
+subscribes to (``listened``) is not even serialised.  This node's Devices are indexed
+in memory from the cache's events, so a request costs no cache read.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -43,13 +52,15 @@ from protocol.topics import (
     reply_topic,
 )
 from protocol.twin import (
+    StateOutcome,
+    UpdateOutcome,
     apply_desired_from_cloud,
     apply_edge_update,
     apply_state_update,
-    build_delta_message,
-    build_document,
     build_get_result,
+    delta_payload,
     desired_from_spec,
+    document_payload,
     report_request,
     status_twins,
 )
@@ -59,6 +70,7 @@ from protocol.twin_messages import (
     MembershipUpdated,
     StateUpdateRequest,
     TwinError,
+    TwinErrorCode,
     TwinUpdateRequest,
     device_not_found,
     parse_get_request,
@@ -71,8 +83,16 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, bytes], Awaitable[None]]
 Upstream = Callable[[ObjectRef, dict[str, Any]], None]
 DeviceListener = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], Awaitable[None]]
+Listened = Callable[[str], bool]
 
 DEFAULT_REPORT_CYCLE_MS = 1000
+DEFAULT_MAX_QUEUED = 16
+MAX_BATCH = 16
+STORE_FAILED = "the twin store could not save the change"
+
+# A request's answer before it is published: a ready payload, or an update/state outcome
+# whose success depends on the batch's commit.
+_Answer = bytes | UpdateOutcome | StateOutcome
 
 
 def _key(namespace: str, name: str) -> str:
@@ -83,20 +103,43 @@ def _event_id() -> str:
     return uuid.uuid4().hex
 
 
+def _reported_properties(device: Mapping[str, Any]) -> set[str]:
+    """The properties whose values go up in the Device's status (``reportToCloud``)."""
+    return {p["name"] for p in (device.get("spec") or {}).get("properties") or []
+            if p.get("reportToCloud", True) is not False}
+
+
 class DeviceTwins:
     def __init__(self, node: str, cache: MetaCache, store: TwinStore, *,
                  publish: Publish, upstream: Upstream,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 listened: Listened | None = None,
+                 max_queued: int = DEFAULT_MAX_QUEUED) -> None:
+        if max_queued < 1:
+            raise ValueError("max_queued must be at least 1")
         self.node = node
         self._cache = cache
         self._store = store
         self._publish = publish
         self._upstream = upstream
         self._clock = clock
+        # Whether anyone subscribes to a topic; messages to nobody are not built.
+        self._listened: Listened = listened or (lambda _topic: True)
         self._records: dict[str, DeviceRecord] = store.load()
+        # This node's Devices as the cache's events left them, by key, and the names of
+        # their reportToCloud properties.
+        self._devices: dict[str, dict[str, Any]] = {}
+        self._reported: dict[str, set[str]] = {}
         self._last_upload: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._upload_due: set[str] = set()  # changed for the cloud, not yet committed
         self._task: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._requests: deque[tuple[TopicMatch, bytes]] = deque()
+        self._max_queued = max_queued
+        self._has_requests = asyncio.Event()
+        self._request_room = asyncio.Event()
+        self._stopped = False
         # Called with (protocol, old device, new device) when a device appears, changes
         # or goes; the DMI side uses it to tell the mapper.
         self.device_listeners: list[DeviceListener] = []
@@ -108,39 +151,60 @@ class DeviceTwins:
 
     async def start(self) -> None:
         watch = self._cache.subscribe()
-        for device in self._cache.list("Device"):
-            await self._on_device(None, device)
-        known = {_key(d["metadata"]["namespace"], d["metadata"]["name"])
-                 for d in self._cache.list("Device")}
-        for stale in [k for k in self._records if k not in known]:
-            self._records.pop(stale)
-            self._store.drop(stale)
+        await self._relist(prune_store=True)
         self._task = asyncio.create_task(self._follow(watch), name="twin-cache-watch")
+        self._worker = asyncio.create_task(self._work(), name="twin-requests")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        self._stopped = True
+        self._request_room.set()
+        for task in (self._task, self._worker):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for timer in self._timers.values():
             timer.cancel()
+        if self._requests:
+            log.warning("twin: stopped with %d MQTT requests unanswered", len(self._requests))
 
     def subscriptions(self) -> list[str]:
         return list(SUBSCRIPTIONS)
 
     async def _follow(self, watch: Any) -> None:
-        async for event in watch:
+        while True:
+            async for event in watch:
+                try:
+                    await self._on_cache_event(event)
+                except Exception:
+                    log.exception("twin: handling %s %s failed", event.type, event.key)
+            if not watch.dropped:
+                return  # the cache was closed
+            # The cache dropped us for falling behind (a flood): read everything again.
+            log.warning("twin: fell behind the cache's events; reading every Device again")
+            watch = self._cache.subscribe()
             try:
-                await self._on_cache_event(event)
+                await self._relist(prune_store=False)
             except Exception:
-                log.exception("twin: handling %s %s failed", event.type, event.key)
+                log.exception("twin: re-reading the Devices failed")
+
+    async def _relist(self, *, prune_store: bool) -> None:
+        """Bring the index, records and listeners in line with the cache's Devices."""
+        seen: set[str] = set()
+        for device in self._cache.list("Device"):
+            key = _key(device["metadata"]["namespace"], device["metadata"]["name"])
+            seen.add(key)
+            await self._on_device(self._devices.get(key), device)
+        for key in [k for k in self._devices if k not in seen]:
+            await self._on_device_gone(self._devices[key])
+        if prune_store:
+            for stale in [k for k in self._records if k not in seen]:
+                self._records.pop(stale)
+                self._store.drop(stale)
 
     # ---- the cloud's side: Devices and their desired values -------------------------------
 
     def _device(self, namespace: str, name: str) -> dict[str, Any] | None:
-        device = self._cache.get("Device", namespace, name)
-        if device is None or device_node(device) != self.node:
-            return None
-        return device
+        return self._devices.get(_key(namespace, name))
 
     def _model_spec(self, device: Mapping[str, Any]) -> Mapping[str, Any] | None:
         model = device_model_name(device)
@@ -165,6 +229,12 @@ class DeviceTwins:
     async def _on_device(self, previous: dict[str, Any] | None, device: dict[str, Any]) -> None:
         ns, name = device["metadata"]["namespace"], device["metadata"]["name"]
         key = _key(ns, name)
+        if device_node(device) == self.node:
+            self._devices[key] = device
+            self._reported[key] = _reported_properties(device)
+        else:
+            self._devices.pop(key, None)
+            self._reported.pop(key, None)
         record = self._records.get(key)
         added = record is None
         if record is None:
@@ -178,16 +248,18 @@ class DeviceTwins:
             self._records[key] = record
             self._store.save(key, record)
         if changed:
-            document = build_document(before, after, sorted(changed), event_id=_event_id(),
-                                      now_ms=now)
-            if document is not None:
-                await self._publish(device_topic(ns, name, TopicAction.TWIN_UPDATE_DOCUMENT),
-                                    document.to_json())
-            delta = build_delta_message(after, event_id=_event_id(), now_ms=now)
-            if delta is not None:
-                await self._publish(device_topic(ns, name, TopicAction.TWIN_UPDATE_DELTA),
-                                    delta.to_json())
-            self._schedule_upload(key, device)
+            topic = device_topic(ns, name, TopicAction.TWIN_UPDATE_DOCUMENT)
+            if self._listened(topic):
+                document = document_payload(before, after, sorted(changed),
+                                            event_id=_event_id(), now_ms=now)
+                if document is not None:
+                    await self._publish(topic, document)
+            topic = device_topic(ns, name, TopicAction.TWIN_UPDATE_DELTA)
+            if self._listened(topic):
+                delta = delta_payload(after, event_id=_event_id(), now_ms=now)
+                if delta is not None:
+                    await self._publish(topic, delta)
+            self._schedule_upload(key)
         if added:
             await self._publish(node_topic(self.node, TopicAction.MEMBERSHIP_UPDATED),
                                 MembershipUpdated(event_id=_event_id(), timestamp=now,
@@ -198,6 +270,8 @@ class DeviceTwins:
     async def _on_device_gone(self, device: dict[str, Any]) -> None:
         ns, name = device["metadata"]["namespace"], device["metadata"]["name"]
         key = _key(ns, name)
+        self._devices.pop(key, None)
+        self._reported.pop(key, None)
         if self._records.pop(key, None) is None:
             return
         self._store.drop(key)
@@ -222,19 +296,69 @@ class DeviceTwins:
 
     # ---- edge updates: MQTT and DMI ----------------------------------------------------
 
-    def edge_update(self, namespace: str, name: str, request: TwinUpdateRequest) -> Any:
-        """Apply one twin update (from MQTT or a mapper); returns the outcome, already
-        persisted when accepted."""
+    def _apply_update(self, namespace: str, name: str,
+                      request: TwinUpdateRequest) -> tuple[UpdateOutcome, str | None]:
+        """Apply one twin update in memory; returns the outcome and the device's key if
+        its record changed (to be stored before anyone is told)."""
         key = _key(namespace, name)
-        device = self._device(namespace, name)
+        device = self._devices.get(key)
         record = self._records.get(key) if device is not None else None
         outcome = apply_edge_update(record.twin if record else None, request, self.now_ms())
         if outcome.error is None and record is not None and device is not None:
-            record = DeviceRecord(outcome.twin, record.state, record.last_online)
-            self._records[key] = record
+            self._records[key] = DeviceRecord(outcome.twin, record.state, record.last_online)
             if outcome.changed:
-                self._store.save(key, record)
-                self._schedule_upload(key, device)
+                # The cloud's status carries only reportToCloud properties: a change to
+                # others is stored, and not uploaded.
+                if not outcome.changed.isdisjoint(self._reported.get(key, ())):
+                    self._upload_due.add(key)
+                return outcome, key
+        return outcome, None
+
+    def _apply_state(self, namespace: str, name: str,
+                     request: StateUpdateRequest) -> tuple[StateOutcome, str | None]:
+        key = _key(namespace, name)
+        record = self._records.get(key) if key in self._devices else None
+        outcome = apply_state_update(name if record else None, request, self.now_ms())
+        # Only a change of state is stored and reported: a mapper repeating "online"
+        # every cycle must not become a disk write and an upload every cycle.
+        if outcome.error is None and record is not None and outcome.state != record.state:
+            self._records[key] = DeviceRecord(record.twin, outcome.state or record.state,
+                                              outcome.last_online or "")
+            self._upload_due.add(key)
+            return outcome, key
+        return outcome, None
+
+    def _commit(self, prior: Mapping[str, DeviceRecord | None]) -> bool:
+        """Store the records of the keys in ``prior`` (their state before the change) in
+        one transaction and schedule the uploads that are due.  On failure the records
+        go back to ``prior``, nothing is uploaded, and False is returned."""
+        if not prior:
+            return True
+        try:
+            self._store.save_many([(key, self._records[key]) for key in prior])
+        except Exception:
+            log.exception("twin: storing %d devices failed; their changes are undone",
+                          len(prior))
+            for key, record in prior.items():
+                self._upload_due.discard(key)
+                if record is None:
+                    self._records.pop(key, None)
+                else:
+                    self._records[key] = record
+            return False
+        for key in prior:
+            if key in self._upload_due:
+                self._upload_due.discard(key)
+                self._schedule_upload(key)
+        return True
+
+    def edge_update(self, namespace: str, name: str, request: TwinUpdateRequest) -> Any:
+        """Apply one twin update (from a mapper); returns the outcome, already persisted
+        when accepted (raises if it cannot be)."""
+        prior = self._records.get(_key(namespace, name))
+        outcome, changed = self._apply_update(namespace, name, request)
+        if changed is not None and not self._commit({changed: prior}):
+            raise TwinError(TwinErrorCode.INTERNAL, STORE_FAILED).to_exception()
         return outcome
 
     async def report_status(self, namespace: str, name: str,
@@ -252,84 +376,138 @@ class DeviceTwins:
             reported, event_id=_event_id(), timestamp=self.now_ms()))
         if outcome.error is not None:
             raise outcome.error.to_exception()
-        await self._after_update(namespace, name, outcome)
+        for topic, payload in self._follow_ups(namespace, name, outcome):
+            await self._publish(topic, payload)
 
     async def report_state(self, namespace: str, name: str, state: str) -> None:
-        outcome = self._state(namespace, name,
-                              StateUpdateRequest(event_id=_event_id(), timestamp=0, state=state))
+        prior = self._records.get(_key(namespace, name))
+        outcome, changed = self._apply_state(
+            namespace, name, StateUpdateRequest(event_id=_event_id(), timestamp=0, state=state))
         if outcome.error is not None:
             raise outcome.error.to_exception()
+        if changed is not None and not self._commit({changed: prior}):
+            raise TwinError(TwinErrorCode.INTERNAL, STORE_FAILED).to_exception()
 
-    def _state(self, namespace: str, name: str, request: Any) -> Any:
-        key = _key(namespace, name)
-        device = self._device(namespace, name)
-        record = self._records.get(key) if device is not None else None
-        outcome = apply_state_update(name if record else None, request, self.now_ms())
-        if outcome.error is None and record is not None and device is not None:
-            # Only a change of state is stored and reported: a mapper repeating "online"
-            # every cycle must not become a disk write and an upload every cycle.
-            if outcome.state != record.state:
-                record = DeviceRecord(record.twin, outcome.state or record.state,
-                                      outcome.last_online or "")
-                self._records[key] = record
-                self._store.save(key, record)
-                self._schedule_upload(key, device)
-        return outcome
+    def _follow_ups(self, namespace: str, name: str,
+                    outcome: UpdateOutcome) -> list[tuple[str, bytes]]:
+        """The document and delta an accepted update publishes, in that order."""
+        out: list[tuple[str, bytes]] = []
+        topic = device_topic(namespace, name, TopicAction.TWIN_UPDATE_DOCUMENT)
+        if self._listened(topic):
+            document = outcome.document_payload()
+            if document is not None:
+                out.append((topic, document))
+        topic = device_topic(namespace, name, TopicAction.TWIN_UPDATE_DELTA)
+        if self._listened(topic):
+            delta = outcome.delta_payload()
+            if delta is not None:
+                out.append((topic, delta))
+        return out
 
-    async def _after_update(self, namespace: str, name: str, outcome: Any) -> None:
-        if outcome.document is not None:
-            await self._publish(device_topic(namespace, name, TopicAction.TWIN_UPDATE_DOCUMENT),
-                                outcome.document.to_json())
-        if outcome.delta is not None:
-            await self._publish(device_topic(namespace, name, TopicAction.TWIN_UPDATE_DELTA),
-                                outcome.delta.to_json())
+    # ---- MQTT requests: queued, then answered a batch at a time -------------------------
 
     async def on_mqtt(self, topic: str, payload: bytes) -> None:
+        """The bus handler: queue a request (waiting while the queue is full)."""
         match = parse_topic(topic)
-        if match is None:
+        if match is None or reply_topic(match) is None:
+            return  # not a request
+        if match.node is not None and match.node != self.node:
+            return  # another node's membership
+        while len(self._requests) >= self._max_queued and not self._stopped:
+            self._request_room.clear()
+            await self._request_room.wait()
+        if self._stopped:
             return
-        try:
-            await self._dispatch(match, payload)
-        except Exception:
-            log.exception("twin: handling %s failed", topic)
+        self._requests.append((match, payload))
+        self._has_requests.set()
 
-    async def _dispatch(self, match: TopicMatch, payload: bytes) -> None:
-        reply_to = reply_topic(match)
-        if reply_to is None or (match.node is not None and match.node != self.node):
-            return  # not a request, or another node's membership
-        answer, outcome = self._answer(match, payload)
-        if isinstance(answer, TwinError):
-            answer = answer.to_result(self.now_ms())
-        await self._publish(reply_to, answer.to_json())
-        if outcome is not None and outcome.error is None:
-            await self._after_update(match.namespace or "", match.name or "", outcome)
+    async def _work(self) -> None:
+        requests = self._requests
+        while True:
+            if not requests:
+                self._has_requests.clear()
+                await self._has_requests.wait()
+                continue
+            batch = [requests.popleft() for _ in range(min(len(requests), MAX_BATCH))]
+            self._request_room.set()
+            try:
+                replies = self._answer_batch(batch)
+            except Exception:
+                log.exception("twin: a batch of %d MQTT requests failed", len(batch))
+                continue
+            for topic, payload in replies:
+                try:
+                    await self._publish(topic, payload)
+                except Exception:
+                    log.exception("twin: publishing to %s failed", topic)
 
-    def _answer(self, match: TopicMatch, payload: bytes) -> tuple[Any, Any]:
-        """The reply to one request (a result model or a TwinError) and, for an
-        accepted twin update, its outcome (whose delta and document follow the reply)."""
+    def _answer_batch(self, batch: list[tuple[TopicMatch, bytes]]) -> list[tuple[str, bytes]]:
+        """Apply every request, store what changed in one transaction, then return the
+        replies to publish (nothing is answered before the commit)."""
+        answers: list[tuple[TopicMatch, str, _Answer, str]] = []
+        prior: dict[str, DeviceRecord | None] = {}
+        for match, payload in batch:
+            try:
+                reply_to = reply_topic(match)
+                assert reply_to is not None  # on_mqtt queues requests only
+                key = _key(match.namespace or "", match.name or "")
+                before = self._records.get(key)
+                answer, changed = self._answer(match, payload)
+                if changed is not None and changed not in prior:
+                    prior[changed] = before
+                answers.append((match, reply_to, answer, key))
+            except Exception:
+                log.exception("twin: handling a request on %s failed", match.action)
+        stored = self._commit(prior)
+        replies: list[tuple[str, bytes]] = []
+        for match, reply_to, answer, key in answers:
+            if isinstance(answer, bytes):
+                if self._listened(reply_to):
+                    replies.append((reply_to, answer))
+                continue
+            if not stored and key in prior:
+                # Its device's changes in this batch were undone: none is acknowledged.
+                error = TwinError(TwinErrorCode.INTERNAL, STORE_FAILED, answer.result.event_id)
+                replies.append((reply_to, error.to_result(self.now_ms()).to_json()))
+                continue
+            if self._listened(reply_to):
+                replies.append((reply_to, answer.result_payload()
+                                if isinstance(answer, UpdateOutcome)
+                                else answer.result.to_json()))
+            if isinstance(answer, UpdateOutcome) and answer.error is None:
+                replies.extend(self._follow_ups(match.namespace or "", match.name or "",
+                                                answer))
+        return replies
+
+    def _answer(self, match: TopicMatch, payload: bytes) -> tuple[_Answer, str | None]:
+        """One request's answer, applied in memory, and the key of the device record it
+        changed (None if none)."""
         ns, name = match.namespace or "", match.name or ""
         if match.action is TopicAction.TWIN_UPDATE:
             request = parse_update_request(payload)
             if isinstance(request, TwinError):
-                return request, None
-            outcome = self.edge_update(ns, name, request)
-            return outcome.result, outcome
+                return request.to_result(self.now_ms()).to_json(), None
+            return self._apply_update(ns, name, request)
         if match.action is TopicAction.STATE_UPDATE:
             state = parse_state_update(payload)
-            return (state if isinstance(state, TwinError)
-                    else self._state(ns, name, state).result), None
+            if isinstance(state, TwinError):
+                return state.to_result(self.now_ms()).to_json(), None
+            return self._apply_state(ns, name, state)
         get = parse_get_request(payload)  # twin/get and membership/get
         if isinstance(get, TwinError):
-            return get, None
+            return get.to_result(self.now_ms()).to_json(), None
         if match.action is TopicAction.MEMBERSHIP_GET:
-            devices = [self._member(d) for d in self._cache.list("Device")
-                       if device_node(d) == self.node]
+            devices = [self._member(d) for d in sorted(
+                self._devices.values(),
+                key=lambda d: (d["metadata"]["namespace"], d["metadata"]["name"]))]
             return MembershipGetResult(event_id=get.event_id, timestamp=self.now_ms(),
-                                       devices=devices), None
+                                       devices=devices).to_json(), None
         record = self._records.get(_key(ns, name)) if self._device(ns, name) else None
         if record is None:
-            return device_not_found(f"{ns}/{name}", get.event_id), None
-        return build_get_result(record.twin, event_id=get.event_id, now_ms=self.now_ms()), None
+            return (device_not_found(f"{ns}/{name}", get.event_id)
+                    .to_result(self.now_ms()).to_json()), None
+        return build_get_result(record.twin, event_id=get.event_id,
+                                now_ms=self.now_ms()).to_json(), None
 
     # ---- reported values to the cloud ---------------------------------------------------
 
@@ -341,9 +519,10 @@ class DeviceTwins:
         ]
         return (min(cycles) if cycles else DEFAULT_REPORT_CYCLE_MS) / 1000
 
-    def _schedule_upload(self, key: str, device: Mapping[str, Any]) -> None:
-        if key in self._timers:
-            return  # an upload is already due; it will carry the latest values
+    def _schedule_upload(self, key: str) -> None:
+        device = self._devices.get(key)
+        if device is None or key in self._timers:
+            return  # gone, or an upload is already due; it will carry the latest values
         cycle = self._report_cycle(device)
         wait = max(0.0, self._last_upload.get(key, float("-inf")) + cycle - self._clock())
         loop = asyncio.get_running_loop()
@@ -352,15 +531,12 @@ class DeviceTwins:
     def _upload(self, key: str) -> None:
         self._timers.pop(key, None)
         record = self._records.get(key)
-        _, ns, name = key.split("/", 2)
-        device = self._device(ns, name)
+        device = self._devices.get(key)
         if record is None or device is None:
             return
-        reported_props = {
-            p["name"] for p in (device.get("spec") or {}).get("properties") or []
-            if p.get("reportToCloud", True) is not False
-        }
-        status: dict[str, Any] = {"twins": status_twins(record.twin, names=reported_props)}
+        _, ns, name = key.split("/", 2)
+        status: dict[str, Any] = {
+            "twins": status_twins(record.twin, names=_reported_properties(device))}
         if record.state and record.state != "unknown":
             status["state"] = record.state
         if record.last_online:
@@ -371,10 +547,7 @@ class DeviceTwins:
     def resync_all(self) -> None:
         """After a resync with the cloud: queue every device's full status again."""
         for key in list(self._records):
-            _, ns, name = key.split("/", 2)
-            device = self._device(ns, name)
-            if device is not None:
-                self._schedule_upload(key, device)
+            self._schedule_upload(key)
 
     # ---- DMI backend ---------------------------------------------------------------
 

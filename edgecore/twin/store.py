@@ -6,12 +6,16 @@ answered, so a kill -9 of edgecore loses nothing acknowledged; only a power cut 
 the last commits since the previous checkpoint.  That is the right trade here and not in
 the meta cache (FULL): reported values are readings that the next poll replaces, desired
 values come back from the cloud on resync, while an fsync per twin update capped the
-pipeline at a few hundred updates per second (scripts/bench/twin)."""
+pipeline at a few hundred updates per second (scripts/bench/twin).
+
+MQTT requests are stored a batch at a time (:meth:`TwinStore.save_many`, one transaction
+holding each device's latest record), and answered once it has committed."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,15 @@ class DeviceRecord:
     twin: Twin
     state: str = "unknown"
     last_online: str = ""
+
+
+_UPSERT = ("INSERT INTO devices (key, twin, state, last_online) VALUES (?, ?, ?, ?)"
+           " ON CONFLICT(key) DO UPDATE SET twin=excluded.twin, state=excluded.state,"
+           " last_online=excluded.last_online")
+
+
+def _row(key: str, record: DeviceRecord) -> tuple[str, bytes, str, str]:
+    return key, twin_to_json(record.twin), record.state, record.last_online
 
 
 class TwinStore:
@@ -49,11 +62,19 @@ class TwinStore:
         }
 
     def save(self, key: str, record: DeviceRecord) -> None:
-        self._db.execute(
-            "INSERT INTO devices (key, twin, state, last_online) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET twin=excluded.twin, state=excluded.state,"
-            " last_online=excluded.last_online",
-            (key, twin_to_json(record.twin), record.state, record.last_online))
+        self._db.execute(_UPSERT, _row(key, record))
+
+    def save_many(self, records: Iterable[tuple[str, DeviceRecord]]) -> None:
+        """Save several devices in one transaction: all of them, or (raising) none."""
+        rows = [_row(key, record) for key, record in records]
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(_UPSERT, rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def drop(self, key: str) -> None:
         self._db.execute("DELETE FROM devices WHERE key = ?", (key,))

@@ -194,3 +194,26 @@ def test_the_edge_keeps_working_without_the_cloud_and_reconciles_after(
     finally:
         mapper.terminate()
         mapper.wait(10)
+
+
+def test_a_mapper_deployed_as_an_app_serves_its_devices(
+    cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge], simulator: int,
+) -> None:
+    cloud = cloud_factory().start()
+    edge = edge_factory(cloud, "edge-a")
+    assert edge.join(cloud.join_token()).returncode == 0
+    edge.start()
+    # No --dmi-socket: edged gives every replica $EDGEFLEET_DMI_SOCKET.
+    mapper_app = {"apiVersion": "apps.edgefleet.io/v1alpha1", "kind": "App",
+                  "metadata": {"name": "mapper-modbus", "namespace": "default"},
+                  "spec": {"command": [sys.executable, "-m", "mappers.modbus.cli"],
+                           "env": [{"name": "PYTHONPATH",
+                                    "value": str(Path(__file__).resolve().parents[2])}]}}
+    assert cloud.apply(mapper_app).status_code in (200, 201)
+    for doc in _thermostat(simulator):
+        assert cloud.apply(doc).status_code in (200, 201), doc["kind"]
+    wait_until(lambda: _reported(cloud, "temperature") not in (None, ""), 60,
+               what="a reported temperature through the mapper App")
+    status = cloud.get("App", "mapper-modbus")["status"]
+    assert status["replicas"][0]["node"] == "edge-a"
+    assert status["replicas"][0]["phase"] == "Running"

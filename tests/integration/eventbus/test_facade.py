@@ -41,20 +41,45 @@ async def test_embedded_mode_starts_broker_and_client(peers: Peers) -> None:
     assert not broker.running
 
 
-async def test_embedded_mode_with_authentication(tmp_path: Path) -> None:
+async def test_embedded_mode_with_authentication(tmp_path: Path, peers: Peers) -> None:
     pw = tmp_path / "passwd"
     set_password(pw, "edgecore", "pw")
-    kwargs = {"password_file": pw, "acl": {"edgecore": ["$hw/#"]},
-              "publish_acl": {"edgecore": ["$hw/#"]}}
+    set_password(pw, "app", "app-pw")
+    kwargs = {"password_file": pw, "acl": {"edgecore": ["$hw/#"], "app": ["$hw/#"]},
+              "publish_acl": {"edgecore": ["$hw/#"], "app": ["$hw/#"]}}
+    # Over TCP edgecore is a client like any other and needs its entry in the file.
     with pytest.raises(ValueError, match="username"):
-        await start_eventbus("embedded", ("127.0.0.1", 0), **kwargs)  # type: ignore[arg-type]
-    client, broker = await start_eventbus("embedded", ("127.0.0.1", 0), username="edgecore",
-                                          password="pw", **kwargs)  # type: ignore[arg-type]
+        await start_eventbus("embedded", ("127.0.0.1", 0), in_process=False,
+                             **kwargs)  # type: ignore[arg-type]
+    tcp, broker = await start_eventbus("embedded", ("127.0.0.1", 0), username="edgecore",
+                                       password="pw", in_process=False,
+                                       **kwargs)  # type: ignore[arg-type]
     try:
         assert broker is not None and broker.auth_required
-        await asyncio.wait_for(client.connected.wait(), 10)
+        await asyncio.wait_for(tcp.connected.wait(), 10)
     finally:
-        await stop_eventbus(client, broker)
+        await stop_eventbus(tcp, broker)
+
+    # In process edgecore is the broker: no credentials; clients still need theirs.
+    bus, broker = await start_eventbus("embedded", ("127.0.0.1", 0),
+                                       **kwargs)  # type: ignore[arg-type]
+    try:
+        assert broker is not None and broker.auth_required
+        got: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+        async def handler(topic: str, payload: bytes) -> None:
+            got.put_nowait((topic, payload))
+
+        await bus.subscribe("$hw/events/node/+/membership/get", handler)
+        anonymous = peers(broker.bound_port, "stranger")
+        assert (await anonymous.connect()).is_failure
+        app = peers(broker.bound_port, "app", username="app", password="app-pw")
+        assert not (await app.connect()).is_failure
+        await app.publish("$hw/events/node/edge-a/membership/get", b"{}")
+        assert await asyncio.wait_for(got.get(), 10) == (
+            "$hw/events/node/edge-a/membership/get", b"{}")
+    finally:
+        await stop_eventbus(bus, broker)
 
 
 async def test_external_mode_is_a_client_only(mosquitto: Mosquitto) -> None:

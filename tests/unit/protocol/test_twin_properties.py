@@ -217,3 +217,29 @@ def test_a_cloud_desired_value_differing_from_the_report_yields_a_delta(
             assert d[name] == want.value
         else:
             assert name not in d
+
+
+@settings(max_examples=300)
+@given(steps, st.text(max_size=12))
+def test_payloads_are_byte_identical_to_the_models_json(sequence: list[Any],
+                                                       event_id: str) -> None:
+    # edgecore publishes the *_payload bytes (no pydantic models on the hot path); apps
+    # must see exactly what the models would have written.
+    twin: dict[str, TwinProperty] = {}
+    now = T0
+    for step in sequence:
+        now += 1
+        if not isinstance(step, TwinUpdateRequest):
+            twin = apply_desired_from_cloud(twin, step, now).twin
+            continue
+        request = step.model_copy(update={"event_id": event_id.encode(
+            "utf-8", "replace").decode("utf-8", "replace")})
+        outcome = apply_edge_update(twin, request, now)
+        assert outcome.result_payload() == outcome.result.to_json()
+        document = outcome.document
+        assert outcome.document_payload() == (None if document is None else document.to_json())
+        delta_message = outcome.delta
+        assert outcome.delta_payload() == (
+            None if delta_message is None else delta_message.to_json())
+        if outcome.error is None:
+            twin = outcome.twin
