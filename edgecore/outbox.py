@@ -48,7 +48,11 @@ class Outbox:
     def open(cls, path: Path, limit: int = 10_000) -> Outbox:
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        # WAL + NORMAL: a commit is in the WAL before put() returns, so a kill -9 loses
+        # nothing; only a power cut can lose the last entries.  FULL would fsync every
+        # status a device reports — two fsyncs per report on the event loop, which
+        # capped the twin pipeline (docs/benchmarks.md, Twin pipeline).
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS outbox ("
             " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
