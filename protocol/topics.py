@@ -98,9 +98,13 @@ class TopicMatch:
         return f"{self.namespace}/{self.name}"
 
 
+def _has_forbidden(text: str) -> bool:
+    return "+" in text or "#" in text or "\x00" in text  # _FORBIDDEN, unrolled: hot path
+
+
 def parse_topic(topic: str) -> TopicMatch | None:
     """The action and device/node of a topic, or ``None`` if it is not one of ours."""
-    if any(ch in topic for ch in _FORBIDDEN):
+    if _has_forbidden(topic):
         return None
     levels = topic.split("/")
     if any(level == "" for level in levels):
@@ -123,7 +127,7 @@ def parse_topic(topic: str) -> TopicMatch | None:
 
 
 def _level(value: str, what: str) -> str:
-    if value == "" or "/" in value or any(ch in value for ch in _FORBIDDEN):
+    if value == "" or "/" in value or _has_forbidden(value):
         raise ValueError(f"{what} {value!r} cannot be a topic level")
     return value
 

@@ -13,13 +13,14 @@ One idea per module:
 - :mod:`~cloudcore.apps.nodegroups`  NodeGroup membership and status
 - :mod:`~cloudcore.apps.replicas`    building and changing AppReplica objects
 - :mod:`~cloudcore.apps.policies`    parsed policies, kept between rounds
+- :mod:`~cloudcore.apps.memo`        pure results kept between rounds, under their inputs
 - :mod:`~cloudcore.apps.plan`        one reconcile round as a pure function
 - :mod:`~cloudcore.apps.status`      an App's status from its replicas
 - :mod:`~cloudcore.apps.controller`  the loop: debounce, deadlines, writes
 """
 
 from cloudcore.apps.config import AppsControllerConfig
-from cloudcore.apps.controller import AppsController
+from cloudcore.apps.controller import AppsController, RoundStats
 from cloudcore.apps.plan import GROUP_LABEL, IMPLICIT, Memory, Plan, Snapshot, reconcile
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "AppsControllerConfig",
     "Memory",
     "Plan",
+    "RoundStats",
     "Snapshot",
     "reconcile",
 ]

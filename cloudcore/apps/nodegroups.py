@@ -19,7 +19,7 @@ Status, in KubeEdge's shape plus edgefleet's two fields:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,14 +53,14 @@ class Membership:
 
 def resolve_membership(groups: Sequence[Mapping[str, Any]],
                        nodes: Mapping[str, NodeView],
-                       node_objects: Sequence[Mapping[str, Any]]) -> Membership:
+                       readiness: Mapping[str, str]) -> Membership:
     """Membership and status of every group.  ``nodes`` are the scheduler's views of
-    ``node_objects``, by name (for readiness and allocatable)."""
-    readiness = {str(dig(n, "metadata.name")): ready_status(n) for n in node_objects}
+    the Node objects by name (labels, readiness, allocatable), ``readiness`` their
+    :func:`ready_status` by name."""
     ordered = sorted(groups, key=lambda g: str(dig(g, "metadata.name")))
     group_of: dict[str, str] = {}
     claims: dict[str, list[str]] = {}
-    by_label = _label_index(node_objects)
+    by_label = _label_index(nodes.values())
     for group in ordered:
         name = str(dig(group, "metadata.name"))
         claims[name] = _claimed(group, readiness, by_label)
@@ -97,12 +97,11 @@ def resolve_membership(groups: Sequence[Mapping[str, Any]],
     return Membership(group_of, members, statuses)
 
 
-def _label_index(nodes: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], set[str]]:
+def _label_index(nodes: Iterable[NodeView]) -> dict[tuple[str, str], set[str]]:
     index: dict[tuple[str, str], set[str]] = {}
     for node in nodes:
-        name = str(dig(node, "metadata.name"))
-        for pair in (dig(node, "metadata.labels") or {}).items():
-            index.setdefault(pair, set()).add(name)
+        for pair in node.labels.items():
+            index.setdefault(pair, set()).add(node.name)
     return index
 
 
@@ -122,11 +121,12 @@ def free_capacity(members: Sequence[str], nodes: Mapping[str, NodeView],
                   used: Mapping[str, Resources]) -> Resources:
     """What the Ready members have left: per node allocatable minus what replicas placed
     there request (never below zero), summed (Karmada's allocatable - allocated)."""
-    free = ZERO
+    cpu = memory = 0
     for name in members:
         view = nodes[name]
         if not view.ready:
             continue
-        left = view.allocatable - used.get(name, ZERO)
-        free += Resources(max(0, left.cpu), max(0, left.memory))
-    return free
+        taken = used.get(name, ZERO)
+        cpu += max(0, view.allocatable.cpu - taken.cpu)
+        memory += max(0, view.allocatable.memory - taken.memory)
+    return Resources(cpu, memory)

@@ -23,7 +23,8 @@ from protocol.resources import dig
 TERMINATION_REASON_ANNOTATION = "apps.edgefleet.io/termination-reason"
 """Why the controller set ``spec.terminating`` (one of :class:`Termination`)."""
 
-_HOLDING = (ReplicaPhase.PENDING, ReplicaPhase.RUNNING, ReplicaPhase.CRASH_LOOP_BACK_OFF)
+HOLDING = (ReplicaPhase.PENDING, ReplicaPhase.RUNNING, ReplicaPhase.CRASH_LOOP_BACK_OFF)
+"""Phases in which a replica's process may be running, and so holds its node's resources."""
 
 
 class Termination(StrEnum):
@@ -39,7 +40,9 @@ def build_replica(app: Mapping[str, Any], rendered: Mapping[str, Any], index: in
                   group: str | None, grace_seconds: int) -> dict[str, Any]:
     """A new AppReplica of ``app``: ``rendered`` is the App as ``group`` runs it
     (OverridePolicies applied); its spec becomes the template and its labels and
-    annotations the replica's, plus the App label."""
+    annotations the replica's, plus the App label.  The template *is* the rendered
+    spec, not a copy (the replicas of one rendering are thousands of objects the store
+    copies anyway): treat both as read-only."""
     meta = rendered.get("metadata") or {}
     app_name = str(dig(app, "metadata.name"))
     labels = {**(meta.get("labels") or {}), APP_LABEL: app_name}
@@ -51,7 +54,7 @@ def build_replica(app: Mapping[str, Any], rendered: Mapping[str, Any], index: in
     if meta.get("annotations"):
         out_meta["annotations"] = dict(meta["annotations"])
     spec: dict[str, Any] = {"app": app_name, "index": index, "nodeName": node,
-                            "template": copy.deepcopy(dict(rendered.get("spec") or {})),
+                            "template": rendered.get("spec") or {},
                             "terminating": False,
                             "terminationGracePeriodSeconds": grace_seconds}
     if group is not None:
@@ -62,7 +65,9 @@ def build_replica(app: Mapping[str, Any], rendered: Mapping[str, Any], index: in
 
 def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     spec = obj.get("spec")
-    return spec if isinstance(spec, Mapping) else {}
+    # (a plain dict first: this runs for every replica several times a round, and
+    # isinstance against an ABC is slow)
+    return spec if type(spec) is dict or isinstance(spec, Mapping) else {}
 
 
 def index_of(obj: Mapping[str, Any]) -> int:
@@ -82,19 +87,24 @@ def is_terminating(obj: Mapping[str, Any]) -> bool:
     return _spec(obj).get("terminating") is True
 
 
+def _status(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    status = obj.get("status")
+    return status if type(status) is dict or isinstance(status, Mapping) else {}
+
+
 def phase_of(obj: Mapping[str, Any]) -> str:
-    return str(dig(obj, "status.phase") or ReplicaPhase.PENDING)
+    return str(_status(obj).get("phase") or ReplicaPhase.PENDING)
 
 
 def has_terminated(obj: Mapping[str, Any]) -> bool:
     """The edge has stopped it for good (only meaningful once it is terminating)."""
-    return bool(dig(obj, "status.reason") == TERMINATED_REASON)
+    return bool(_status(obj).get("reason") == TERMINATED_REASON)
 
 
 def holds_resources(obj: Mapping[str, Any]) -> bool:
     """Whether its node's resources are still taken by it: a process that may be
     running (Pending, Running, CrashLoopBackOff) and not reported Terminated."""
-    return phase_of(obj) in _HOLDING and not has_terminated(obj)
+    return phase_of(obj) in HOLDING and not has_terminated(obj)
 
 
 def request_of(obj: Mapping[str, Any]) -> Resources:

@@ -80,13 +80,18 @@ def app_status(
     message: str,
     placement: Mapping[str, Any] | None,
     wall: str,
+    *,
+    entries: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The status ``app`` should show.  ``replicas``: its AppReplicas as they will be
-    after this round; ``waiting``: the replicas it wants that have no node."""
-    entries = [replica_entry(r) for r in sorted(replicas, key=rep.index_of)]
+    after this round; ``waiting``: the replicas it wants that have no node.  A caller
+    that keeps :func:`replica_entry` of each replica passes them as ``entries``, in
+    index order."""
+    if entries is None:
+        entries = [replica_entry(r) for r in sorted(replicas, key=rep.index_of)]
+    listed = [*entries, *(waiting_entry(w) for w in sorted(waiting, key=lambda w: w.index))]
     ready = sum(1 for r in replicas if not rep.is_terminating(r)
                 and rep.phase_of(r) == ReplicaPhase.RUNNING)
-    entries += [waiting_entry(w) for w in sorted(waiting, key=lambda w: w.index)]
     old_conditions = {c.get("type"): c for c in dig(app, "status.conditions") or ()
                       if isinstance(c, Mapping)}
     if waiting:
@@ -97,7 +102,7 @@ def app_status(
     else:
         scheduled = _condition(old_conditions.get(SCHEDULED), SCHEDULED, True, SCHEDULED,
                                "", wall)
-    status: dict[str, Any] = {"replicas": entries, "readyReplicas": ready,
+    status: dict[str, Any] = {"replicas": listed, "readyReplicas": ready,
                               "conditions": [scheduled]}
     if message:
         status["message"] = message

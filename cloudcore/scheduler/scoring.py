@@ -33,17 +33,17 @@ Scorer = Callable[[int, int, int, int, int, int], float]
 """``(alloc_cpu, alloc_memory, used_cpu, used_memory, request_cpu, request_memory)``."""
 
 
-def _least_requested(capacity: int, requested: int) -> int:
-    if capacity == 0 or requested > capacity:
-        return 0
-    return (capacity - requested) * MAX_NODE_SCORE // capacity
-
-
 def least_allocated_score(alloc_cpu: int, alloc_mem: int, used_cpu: int, used_mem: int,
                           req_cpu: int, req_mem: int) -> float:
-    cpu = _least_requested(alloc_cpu, used_cpu + req_cpu)
-    mem = _least_requested(alloc_mem, used_mem + req_mem)
-    return (cpu + mem) // 2
+    # Per resource: (A - (U + q)) * 100 // A, or 0 when A is 0 or U + q exceeds A - written
+    # out, as this runs for every node a session looks at.
+    cpu = used_cpu + req_cpu
+    cpu_score = (alloc_cpu - cpu) * MAX_NODE_SCORE // alloc_cpu \
+        if alloc_cpu and cpu <= alloc_cpu else 0
+    mem = used_mem + req_mem
+    mem_score = (alloc_mem - mem) * MAX_NODE_SCORE // alloc_mem \
+        if alloc_mem and mem <= alloc_mem else 0
+    return (cpu_score + mem_score) // 2
 
 
 def binpack_score(alloc_cpu: int, alloc_mem: int, used_cpu: int, used_mem: int,
@@ -64,6 +64,9 @@ SCORERS: dict[Scoring, Scorer] = {
     Scoring.LEAST_ALLOCATED: least_allocated_score,
     Scoring.BINPACK: binpack_score,
 }
+FALLS_WITH_USE: frozenset[Scorer] = frozenset({least_allocated_score})
+"""Scorers whose score never rises as more is used on the node (the node index relies on
+it to skip re-scoring after a placement)."""
 
 
 def score_node(strategy: Scoring, allocatable: Resources, used: Resources,

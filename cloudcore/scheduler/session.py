@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 from cloudcore.scheduler.model import (
     Binding,
+    BoundReplica,
     Eviction,
     EvictionAction,
     JobView,
@@ -159,14 +160,30 @@ class _Session:
         self.queues = {q.name: _Queue(q) for q in sorted(queues, key=lambda q: q.name)}
         self.jobs: dict[str, _Job] = {}
         self.unschedulable: dict[str, str] = {}
-        self.tasks_by_node: dict[str, list[_Task]] = {}
+        # Replicas holding resources, as possible victims: made only if a job starves
+        # (most sessions never preempt or reclaim, and there is one per bound replica).
+        self._holders: list[tuple[_Job, list[BoundReplica]]] = []
+        self._tasks_by_node: dict[str, list[_Task]] | None = None
+        self.nodes_with_tasks: list[str] = []
         self.bindings: list[Binding] = []
         self.nominations: list[Binding] = []
         self.evictions: list[Eviction] = []
         for view in sorted(jobs, key=lambda j: j.key):
             self._admit(view)
-        self.nodes_with_tasks = sorted(self.tasks_by_node)
         self._divide()
+
+    @property
+    def tasks_by_node(self) -> dict[str, list[_Task]]:
+        if self._tasks_by_node is None:
+            tasks: dict[str, list[_Task]] = {}
+            for job, holding in self._holders:
+                for bound in holding:
+                    if bound.node in self.index.nodes:
+                        tasks.setdefault(bound.node, []).append(
+                            _Task(job, bound.index, bound.node))
+            self._tasks_by_node = tasks
+            self.nodes_with_tasks = sorted(tasks)
+        return self._tasks_by_node
 
     # --- building the snapshot ------------------------------------------------------------
 
@@ -190,10 +207,8 @@ class _Session:
         job.ready += len(holding)
         job.allocated = view.request * len(holding)
         job.share = dominant_share(job.allocated, self.total)
-        for bound in holding:
-            if bound.node in self.index.nodes:
-                task = _Task(job, bound.index, bound.node)
-                self.tasks_by_node.setdefault(bound.node, []).append(task)
+        if holding:
+            self._holders.append((job, holding))
         self.jobs[job.key] = job
         queue.jobs.append(job)
         queue.allocated += job.allocated
@@ -382,10 +397,11 @@ class _Session:
             return True
         choose = self._preempt_victims if action is EvictionAction.PREEMPT else \
             self._reclaim_victims
+        tasks_by_node = self.tasks_by_node
         for name in self.nodes_with_tasks:
             if name not in selector.members:
                 continue
-            tasks = self.tasks_by_node[name]
+            tasks = tasks_by_node[name]
             victims = _enough(self.index.nodes[name].future_idle(), job, queue_room,
                               choose(job, [t for t in tasks if not t.evicted]))
             if victims is None:

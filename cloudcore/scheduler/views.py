@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -96,33 +97,60 @@ def free_indices(used: Iterable[int], count: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaSlot:
+    """How one AppReplica object counts for its App's job (see the module docstring):
+    ``fills`` a slot of ``spec.replicas`` (it is not terminating), ``completed``
+    (Succeeded), ``bound`` holds its node's resources (None when it holds nothing)."""
+
+    index: int
+    fills: bool
+    completed: bool
+    bound: BoundReplica | None
+
+
+def replica_slot(obj: Mapping[str, Any]) -> ReplicaSlot | None:
+    """How an AppReplica object counts, or None when it has no index (it counts for
+    nothing)."""
+    rspec = _mapping(obj.get("spec"))
+    index = rspec.get("index")
+    if not isinstance(index, int):
+        return None
+    phase = dig(obj, "status.phase") or ReplicaPhase.PENDING
+    node = str(rspec.get("nodeName") or "")
+    if rspec.get("terminating") is True:
+        stopped = dig(obj, "status.reason") == TERMINATED_REASON
+        holding = bool(node) and phase in _HOLDING and not stopped
+        return ReplicaSlot(index, False, False,
+                           BoundReplica(index, node, releasing=True) if holding else None)
+    if phase == ReplicaPhase.SUCCEEDED:
+        return ReplicaSlot(index, True, True, None)
+    holding = phase != ReplicaPhase.FAILED and bool(node)
+    return ReplicaSlot(index, True, False, BoundReplica(index, node) if holding else None)
+
+
 def job_from_app(app: Mapping[str, Any], replicas: Iterable[Mapping[str, Any]] = ()) -> JobView:
     """The scheduler's view of a (validated) App object and its AppReplica objects
     (those whose ``spec.app`` names it; see the module docstring)."""
+    slots = (replica_slot(obj) for obj in replicas)
+    return job_from_slots(app, [slot for slot in slots if slot is not None])
+
+
+def job_from_slots(app: Mapping[str, Any], slots: Iterable[ReplicaSlot]) -> JobView:
+    """:func:`job_from_app` from the replicas' slots (:func:`replica_slot`), for a caller
+    that keeps them between sessions."""
     spec = _mapping(app.get("spec"))
     wanted = int(spec.get("replicas", 1))
     bound: list[BoundReplica] = []
     used: set[int] = set()
     filled = 0
     completed = 0
-    for obj in replicas:
-        rspec = _mapping(obj.get("spec"))
-        index = rspec.get("index")
-        if not isinstance(index, int):
-            continue
-        used.add(index)
-        phase = dig(obj, "status.phase") or ReplicaPhase.PENDING
-        node = str(rspec.get("nodeName") or "")
-        if rspec.get("terminating") is True:
-            stopped = dig(obj, "status.reason") == TERMINATED_REASON
-            if node and phase in _HOLDING and not stopped:
-                bound.append(BoundReplica(index, node, releasing=True))
-            continue
-        filled += 1
-        if phase == ReplicaPhase.SUCCEEDED:
-            completed += 1
-        elif phase != ReplicaPhase.FAILED and node:
-            bound.append(BoundReplica(index, node))
+    for slot in slots:
+        used.add(slot.index)
+        filled += slot.fills
+        completed += slot.completed
+        if slot.bound is not None:
+            bound.append(slot.bound)
     meta = _mapping(app.get("metadata"))
     return JobView(
         key=job_key(app),

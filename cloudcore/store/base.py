@@ -17,14 +17,20 @@ Semantics (the same for sqlite and, later, etcd):
 * :meth:`Store.watch` yields every change with a resourceVersion greater than
   ``from_rv``, in order, first from the history and then live.  History older than the
   compaction point raises :class:`~protocol.errors.Gone`.
+* :meth:`Store.write_many` makes many writes in one transaction (a controller placing
+  thousands of replicas pays for one durable commit, not thousands); each write
+  succeeds or fails exactly as the single call would, and each change is still its own
+  resourceVersion and its own watch event.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import builtins
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from protocol.errors import EdgefleetError
 from protocol.events import EventType
 from protocol.selectors import Selector
 
@@ -37,6 +43,46 @@ class WatchEvent:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type.value, "object": self.object}
+
+
+@dataclass(frozen=True)
+class Create:
+    """:meth:`Store.create` as one write of a batch."""
+
+    obj: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Apply:
+    """:meth:`Store.apply` as one write of a batch."""
+
+    obj: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    """:meth:`Store.update_status` as one write of a batch."""
+
+    kind: str
+    namespace: str | None
+    name: str
+    status: dict[str, Any]
+    expected_rv: int | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    """:meth:`Store.delete` as one write of a batch."""
+
+    kind: str
+    namespace: str | None
+    name: str
+    expected_rv: int | None = None
+
+
+Write = Create | Apply | UpdateStatus | Delete
+WriteResult = dict[str, Any] | EdgefleetError
+"""The stored object (as the single call returns it), or why that write was refused."""
 
 
 class Store(Protocol):
@@ -74,6 +120,18 @@ class Store(Protocol):
     ) -> dict[str, Any]:
         """Remove the object; returns its last state carrying the delete's new
         resourceVersion."""
+        ...
+
+    async def write_many(self, writes: Sequence[Write]) -> builtins.list[WriteResult]:
+        """Make ``writes`` in order as one transaction.  Each is checked as its single
+        call would be, against the store as the earlier writes of the batch left it; one
+        that is refused (NotFound, Conflict, AlreadyExists, an object that is not JSON)
+        changes nothing and its error takes its place in the result, the others go ahead.
+        What succeeds commits together and then reaches watchers as one event per change,
+        in order, with consecutive resourceVersions.  A failure of the transaction itself
+        (the store is full, the disk fails) writes nothing and is raised.  Unlike the
+        single calls' results, the stored objects returned may be shared with watchers:
+        read them, do not modify them."""
         ...
 
     def watch(self, from_rv: int, kinds: frozenset[str] | None = None) -> AsyncIterator[WatchEvent]:

@@ -692,3 +692,71 @@ async def test_an_override_that_breaks_the_app_places_nothing_in_that_group(env:
     assert per_group(await replicas_of(env.store, "web")) == {"g-a": 1, "g-b": 2}
     waiting = [e for e in (await app_status(env.store, "web"))["replicas"] if "node" not in e]
     assert len(waiting) == 3 and all(e["reason"] == "Unschedulable" for e in waiting)
+
+
+# --- (h) a settled App still follows what changes around it ---------------------------------------
+# Once an App is placed and nothing about it changes, a round reuses its placement from the
+# round before; these check that what it depends on beyond the App itself still counts.
+
+
+async def test_an_override_policy_added_later_reaches_a_settled_app(env: Env) -> None:
+    await three_groups(env.store)
+    await apply(env.store, divided_1_2_3("web"))
+    await apply(env.store, app("web", 6, args=["--serve"]))
+
+    async def placed() -> list[dict[str, Any]] | None:
+        items = await replicas_of(env.store, "web")
+        return items if len(live(items)) == 6 else None
+
+    await eventually(placed, "6 replicas")
+    await settled(env)
+    await settled(env)  # a round with nothing to do: the App is reused as it was
+    await apply(env.store, {
+        "apiVersion": "policy.edgefleet.io/v1alpha1", "kind": "OverridePolicy",
+        "metadata": {"name": "web-b", "namespace": "plant"},
+        "spec": {"resourceSelectors": select_app("web"),
+                 "overrideRules": [{"targetCluster": {"clusterNames": ["g-b"]},
+                                    "overriders": {"argsOverrider": [
+                                        {"operator": "add", "value": ["--line", "b"]}]}}]}})
+
+    async def overridden() -> dict[str, list[str]] | None:
+        items = await replicas_of(env.store, "web")
+        got = {r["spec"]["nodeGroup"]: r["spec"]["template"]["args"] for r in items}
+        return got if got.get("g-b") == ["--serve", "--line", "b"] else None
+
+    assert await eventually(overridden, "the override to reach g-b") == {
+        "g-a": ["--serve"], "g-b": ["--serve", "--line", "b"], "g-c": ["--serve"]}
+
+
+async def test_a_settled_app_follows_a_node_group_relabelled_into_an_override(
+        env: Env) -> None:
+    await three_groups(env.store)
+    await apply(env.store, divided_1_2_3("web"))
+    await apply(env.store, {
+        "apiVersion": "policy.edgefleet.io/v1alpha1", "kind": "OverridePolicy",
+        "metadata": {"name": "gold-args", "namespace": "plant"},
+        "spec": {"resourceSelectors": select_app("web"),
+                 "overrideRules": [{"targetCluster": {"labelSelector": {
+                     "matchLabels": {"tier": "gold"}}},
+                     "overriders": {"argsOverrider": [
+                         {"operator": "add", "value": ["--gold"]}]}}]}})
+    await apply(env.store, app("web", 6, args=["--serve"]))
+
+    async def placed() -> list[dict[str, Any]] | None:
+        items = await replicas_of(env.store, "web")
+        return items if len(live(items)) == 6 else None
+
+    await eventually(placed, "6 replicas")
+    await settled(env)
+    await settled(env)
+    # Only the group's labels change: not its nodes, not the App, not a policy.
+    await apply(env.store, {**node_group("g-b", match_labels={"site": "g-b"}),
+                            "metadata": {"name": "g-b", "labels": {"tier": "gold"}}})
+
+    async def gold() -> dict[str, list[str]] | None:
+        items = await replicas_of(env.store, "web")
+        got = {r["spec"]["nodeGroup"]: r["spec"]["template"]["args"] for r in items}
+        return got if got.get("g-b") == ["--serve", "--gold"] else None
+
+    assert await eventually(gold, "g-b's replicas to take the gold override") == {
+        "g-a": ["--serve"], "g-b": ["--serve", "--gold"], "g-c": ["--serve"]}

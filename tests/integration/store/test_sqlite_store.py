@@ -77,7 +77,7 @@ async def test_sqlite_store_satisfies_the_store_interface(tmp_path: Path) -> Non
     # this at least proves every method of the protocol exists.
     s: Store = SqliteStore.open(tmp_path / "s.db")
     for method in ("apply", "create", "update_status", "get", "list", "delete", "watch",
-                   "current_rv", "close"):
+                   "current_rv", "close", "write_many"):
         assert callable(getattr(s, method))
     await s.close()
 
