@@ -140,7 +140,8 @@ async def start_mapper(short_dir: Path) -> AsyncIterator[Callable[..., Awaitable
     yield start
     for mapper in started:
         for cleanup in mapper.cleanups:
-            await cleanup()
+            # A stop that never returns fails the test here instead of hanging the run.
+            await asyncio.wait_for(cleanup(), 15)
 
 
 def nearest_other(polls: dict[str, list[float]], since: float) -> list[float]:
