@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 from cloudcore.scope import ADDRESSING_RULES, NOWHERE, NodeScope, Transition, addressing_of
 from cloudcore.store.base import Store, WatchEvent
+from cloudcore.store.follow import follow_store
 from protocol.downstream import DownstreamQueue, resync_diff
 from protocol.envelope import ObjectRef
-from protocol.errors import Gone
 from protocol.events import EventType
 from protocol.resources import ObjectKey, key_of, resource_version, split_key
 
@@ -93,19 +93,8 @@ class Dispatcher:
             self._apply_upsert(key, obj)
 
     async def _follow(self) -> None:
-        while True:
-            try:
-                async for event in self._store.watch(self._rv, self._kinds):
-                    self._on_event(event)
-            except Gone:
-                log.warning("dispatch watch fell behind the store's history; re-listing")
-                await self._relist()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("dispatch watch failed; re-listing in 1 s")
-                await asyncio.sleep(1)
-                await self._relist()
+        await follow_store(self._store, self._kinds, rv=lambda: self._rv,
+                           on_event=self._on_event, relist=self._relist, what="dispatch")
 
     def _on_event(self, event: WatchEvent) -> None:
         self._rv = max(self._rv, event.rv)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from cloudcore.store.base import Store, WatchEvent
-from protocol.errors import Gone
+from cloudcore.store.follow import follow_store
 from protocol.events import EventType
 from protocol.resources import ObjectKey, key_of, resource_version
 
@@ -87,19 +87,9 @@ class Informer:
         self._changed()
 
     async def _follow(self) -> None:
-        while True:
-            try:
-                async for event in self._store.watch(self._rv, self._kinds):
-                    self._on_event(event)
-            except Gone:
-                log.warning("apps informer fell behind the store's history; re-listing")
-                await self._relist()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("apps informer watch failed; re-listing in %.0f s", RETRY_SECONDS)
-                await asyncio.sleep(RETRY_SECONDS)
-                await self._relist()
+        await follow_store(self._store, self._kinds, rv=lambda: self._rv,
+                           on_event=self._on_event, relist=self._relist,
+                           what="apps informer", retry_seconds=RETRY_SECONDS)
 
     def _on_event(self, event: WatchEvent) -> None:
         kind = str(event.object.get("kind"))

@@ -42,6 +42,7 @@ from protocol.envelope import ObjectRef
 from protocol.events import EventType
 from protocol.kinds.devices import device_model_name, device_node
 from protocol.resources import make_key
+from protocol.routes import UPLOAD_FILTER
 from protocol.topics import (
     SUBSCRIPTIONS,
     TopicAction,
@@ -168,7 +169,9 @@ class DeviceTwins:
             log.warning("twin: stopped with %d MQTT requests unanswered", len(self._requests))
 
     def subscriptions(self) -> list[str]:
-        return list(SUBSCRIPTIONS)
+        # Uploads are the router's (edgecore/router.py): a bus keeps one handler per
+        # filter, so the twin subscribing too would only be silently replaced.
+        return [f for f in SUBSCRIPTIONS if f != UPLOAD_FILTER]
 
     async def _follow(self, watch: Any) -> None:
         while True:
