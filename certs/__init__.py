@@ -2,8 +2,9 @@
 
 The package is split by what it costs to import, because edgecore runs on small devices:
 
-* ``certs.tls``, ``certs.tokens``, ``certs.keyfiles``, ``certs.rotation`` and
-  ``certs.errors`` use only the standard library. edgecore imports these at run time.
+* ``certs.tls``, ``certs.tokens``, ``certs.keyfiles``, ``certs.rotation``,
+  ``certs.clock`` and ``certs.errors`` use only the standard library. edgecore imports
+  these at run time.
 * ``certs.ca`` and ``certs.csr`` need ``cryptography`` (about 13 MB of resident memory).
   cloudcore imports them at start; edgecore imports ``certs.csr`` only while it joins or
   renews its certificate, and must not keep a reference to it afterwards.

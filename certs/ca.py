@@ -77,8 +77,14 @@ class CertAuthority:
         self._key = key
 
     @classmethod
-    def generate(cls, *, now: datetime | None = None) -> CertAuthority:
-        """A new self-signed CA (not stored anywhere; see ``load_or_create_ca``)."""
+    def generate(
+        cls, *, now: datetime | None = None, skew: timedelta = DEFAULT_SKEW
+    ) -> CertAuthority:
+        """A new self-signed CA (not stored anywhere; see ``load_or_create_ca``).
+
+        notBefore is backdated by ``skew`` so that nodes whose clocks run behind the
+        cloud's can verify it from the first minute.
+        """
         now = now or datetime.now(UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME)])
@@ -89,7 +95,7 @@ class CertAuthority:
             .issuer_name(name)
             .public_key(public)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - DEFAULT_SKEW)
+            .not_valid_before(now - skew)
             .not_valid_after(now + CA_VALIDITY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
@@ -278,11 +284,15 @@ class CertAuthority:
         )
 
 
-def load_or_create_ca(pki_dir: Path, *, passphrase: bytes | None = None) -> CertAuthority:
+def load_or_create_ca(
+    pki_dir: Path, *, passphrase: bytes | None = None, skew: timedelta = DEFAULT_SKEW
+) -> CertAuthority:
     """Load the CA from ``pki_dir``, creating it (and the directory, 0700) the first time.
 
-    Raises CertError when only one of ca.crt/ca.key exists, when the key is readable by
-    others (InsecureKeyFile), or when the passphrase is missing or wrong.
+    A new CA's key is encrypted with ``passphrase`` when one is given, and its notBefore
+    backdated by ``skew``. Raises CertError when only one of ca.crt/ca.key exists, when
+    the key is readable by others (InsecureKeyFile), or when the passphrase is missing
+    or wrong.
     """
     pki_dir = Path(pki_dir)
     _ensure_private_dir(pki_dir)
@@ -298,7 +308,7 @@ def load_or_create_ca(pki_dir: Path, *, passphrase: bytes | None = None) -> Cert
                 f"Only if the CA is lost for good, delete {present} to create a new CA "
                 "(every node must then join again)"
             )
-        ca = CertAuthority.generate()
+        ca = CertAuthority.generate(skew=skew)
         # Key first: a crash in between leaves a key without a certificate, which was
         # never published and so cannot have been trusted by anyone.
         write_private(key_path, ca.key_pem(passphrase))
@@ -307,13 +317,16 @@ def load_or_create_ca(pki_dir: Path, *, passphrase: bytes | None = None) -> Cert
         return ca
 
 
-def ensure_server_cert(pki_dir: Path, ca: CertAuthority, sans: list[str]) -> tuple[Path, Path]:
+def ensure_server_cert(
+    pki_dir: Path, ca: CertAuthority, sans: list[str], *, skew: timedelta = DEFAULT_SKEW
+) -> tuple[Path, Path]:
     """Make sure ``pki_dir/server.crt`` + ``server.key`` are usable; return their paths.
 
     Reissued when missing, not issued by ``ca``, when the SAN set differs from the wanted
     one (``sans`` + 127.0.0.1 + localhost), when the key does not match, or when less than
-    30 days remain. An insecure existing key raises InsecureKeyFile rather than being
-    silently replaced: someone may have copied it, and the operator should know.
+    30 days remain; a new one is backdated by ``skew``. An insecure existing key raises
+    InsecureKeyFile rather than being silently replaced: someone may have copied it, and
+    the operator should know.
     """
     pki_dir = Path(pki_dir)
     _ensure_private_dir(pki_dir)
@@ -323,7 +336,7 @@ def ensure_server_cert(pki_dir: Path, ca: CertAuthority, sans: list[str]) -> tup
         reason = _server_cert_problem(cert_path, key_path, ca, wanted)
         if reason is None:
             return cert_path, key_path
-        cert_pem, key_pem = ca.issue_server_cert(sans)
+        cert_pem, key_pem = ca.issue_server_cert(sans, skew=skew)
         write_private(key_path, key_pem)
         write_public(cert_path, cert_pem)
         log.info("issued server certificate %s (%s)", cert_path, reason)

@@ -24,11 +24,11 @@ class CertError(Exception):
 class InsecureKeyFile(CertError):
     """A private key file grants access to group or others (``mode & 0o077``)."""
 
-    def __init__(self, path: Path, mode: int) -> None:
+    def __init__(self, path: Path, mode: int, what: str = "private key") -> None:
         self.path = path
         self.mode = mode & 0o7777
         super().__init__(
-            f"private key {path} has mode {self.mode:04o}, so other users can read it; "
+            f"{what} {path} has mode {self.mode:04o}, so other users can read it; "
             f"run `chmod 600 {path}` and start again"
         )
 

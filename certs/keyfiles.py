@@ -42,21 +42,22 @@ def check_private_key_file(path: Path) -> None:
         raise InsecureKeyFile(path, stat.S_IMODE(mode))
 
 
-def read_private(path: Path) -> bytes:
+def read_private(path: Path, *, what: str = "private key") -> bytes:
     """Read a private key file after checking that only its owner can read it.
 
     The mode is checked on the opened file descriptor, so the file cannot be swapped
-    between the check and the read.
+    between the check and the read. ``what`` names the file in errors (another secret,
+    such as a passphrase file, gets the same treatment).
     """
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise CertError(f"private key {path} does not exist") from None
+        raise CertError(f"{what} {path} does not exist") from None
     with os.fdopen(fd, "rb") as f:
         mode = os.fstat(f.fileno()).st_mode
         if mode & 0o077:
-            raise InsecureKeyFile(path, stat.S_IMODE(mode))
+            raise InsecureKeyFile(path, stat.S_IMODE(mode), what)
         return f.read()
 
 

@@ -20,14 +20,18 @@ from certs.ca import ensure_server_cert, load_or_create_ca, make_token_secret
 from certs.tls import server_context
 from certs.tokens import parse_ttl
 from cloudcore.api.app import build_api
+from cloudcore.api.audit import AuditLog
+from cloudcore.api.throttle import TokenThrottle
 from cloudcore.apps import AppsController, AppsControllerConfig
 from cloudcore.artifacts import ArtifactStore, EdgeDownloads
 from cloudcore.auth import Role, TokenAuth
+from cloudcore.capassphrase import ca_key_passphrase
 from cloudcore.config import CloudConfig, split_hostport
 from cloudcore.dispatch import Dispatcher
 from cloudcore.hub import Hub, HubConfig
 from cloudcore.join import JoinService
 from cloudcore.nodes import NodeLifecycle, NodeLifecycleConfig
+from cloudcore.revocation import NodeRevoker, RevocationList
 from cloudcore.router import (
     Router,
     RouterConfig,
@@ -82,15 +86,19 @@ class CloudCore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         pki = self.data_dir / "pki"
-        ca = await asyncio.to_thread(load_or_create_ca, pki)
+        skew = timedelta(seconds=cfg.nodes.clockSkewSeconds)
+        passphrase = ca_key_passphrase(cfg.pki.caKeyPassphraseFile, os.environ)
+        ca = await asyncio.to_thread(load_or_create_ca, pki, passphrase=passphrase, skew=skew)
         hub_host, hub_port = split_hostport(cfg.hubListen, "hubListen")
         api_host, api_port = split_hostport(cfg.apiListen, "apiListen")
         sans = [*cfg.advertiseAddresses, socket.gethostname()]
-        server_crt, server_key = await asyncio.to_thread(ensure_server_cert, pki, ca, sans)
+        server_crt, server_key = await asyncio.to_thread(
+            ensure_server_cert, pki, ca, sans, skew=skew)
         token_secret = make_token_secret(pki)
 
-        store = SqliteStore.open(self.data_dir / "store.db")
+        store = SqliteStore.open(self.data_dir / "store.db", max_db_bytes=cfg.storeMaxBytes)
         auth = TokenAuth.open(self.data_dir / "auth.db")
+        revocations = RevocationList.open(self.data_dir / "revocations.db")
         artifacts = ArtifactStore.open(self.data_dir / "artifacts",
                                        max_bytes=cfg.artifacts.maxBytes)
         dispatcher = Dispatcher(store)
@@ -104,7 +112,7 @@ class CloudCore:
             ca=ca, token_secret=token_secret, store=store, hub_port=hub_port,
             node_cert_validity=parse_ttl(cfg.nodes.certValidity),
             clock_skew=timedelta(seconds=cfg.nodes.clockSkewSeconds),
-            on_joined=lifecycle.register,
+            on_joined=lifecycle.register, on_issued=revocations.record_issued,
         )
 
         async def node_exists(node: str) -> bool:
@@ -132,11 +140,17 @@ class CloudCore:
             store, dispatcher,
             on_heartbeat=lifecycle.heartbeat, sign_csr=join.sign_renewal,
             is_node_allowed=node_exists, on_message=router.on_edge_message,
-            http_request=EdgeDownloads(artifacts, node_exists).process_request,
+            http_request=EdgeDownloads(artifacts, node_exists,
+                                       is_cert_revoked=revocations.is_revoked).process_request,
+            is_cert_revoked=revocations.is_revoked,
         )
         self.hub = hub
+        revoker = NodeRevoker(revocations, node_exists, hub.cut_off)
         api = build_api(store, auth, join, extra_routes=join.routes(),
-                        authenticated_routes=router_routes(router), artifacts=artifacts)
+                        authenticated_routes=router_routes(router), artifacts=artifacts,
+                        audit=AuditLog(cfg.dataDir / "audit.log"),
+                        throttle=TokenThrottle(cfg.api.requestsPerSecond, cfg.api.requestBurst),
+                        revoker=revoker)
         api_ssl = server_context(server_crt, server_key, None, require_client_cert=False)
         server = _EmbeddedUvicorn(_TlsConfig(
             api, api_ssl, host=api_host, port=api_port, log_level="warning",
@@ -155,9 +169,15 @@ class CloudCore:
             dispatcher.on_change.append(router.on_store_change)
             await router.start()
             await apps.start()
+            nodes, _ = await store.list("Node")
+            await revoker.forget_deleted({n["metadata"]["name"] for n in nodes})
             await hub.start()
-            await lifecycle.start(
-                on_deleted=lambda node: hub.disconnect(node, "node deleted; join again"))
+
+            async def node_deleted(node: str) -> None:
+                await hub.disconnect(node, "node deleted; join again")
+                await revoker.node_deleted(node)
+
+            await lifecycle.start(on_deleted=node_deleted)
             api_task = await _serve(server, "api")
             self.api_port = server.servers[0].sockets[0].getsockname()[1]
             if cfg.router.kubeedgeListen is not None:
@@ -187,6 +207,7 @@ class CloudCore:
             log.debug("API stopped")
             await store.close()
             auth.close()
+            revocations.close()
             log.info("cloudcore stopped")
 
     async def _serve_kubeedge_router(

@@ -42,6 +42,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from certs.tls import peer_common_name
+from cloudcore.revocation import peer_serial
 from protocol.errors import BadRequest, EdgefleetError, Forbidden, NotFound, TooLarge
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class RangeNotSatisfiable(EdgefleetError):
 
 def check_sha256(value: str) -> str:
     """``value`` if it is an artifact address (64 lower-case hex digits), else BadRequest."""
-    if not _SHA256.match(value):
+    if not _SHA256.fullmatch(value):
         raise BadRequest(f"{value!r} is not an artifact address: expected the SHA-256 of its "
                          "content as 64 lower-case hex digits", field="sha256")
     return value
@@ -205,7 +206,7 @@ class ArtifactStore:
     def list(self) -> list[ArtifactInfo]:
         out = []
         for path in self.root.iterdir():
-            if _SHA256.match(path.name):
+            if _SHA256.fullmatch(path.name):
                 try:
                     out.append(self.info(path.name))
                 except NotFound:
@@ -279,9 +280,12 @@ class EdgeDownloads:
     ``process_request`` hook: every other path returns None and becomes a websocket."""
 
     def __init__(self, store: ArtifactStore, is_node_allowed: Callable[[str], Awaitable[bool]],
-                 *, max_range_bytes: int = EDGE_MAX_RANGE_BYTES) -> None:
+                 *, max_range_bytes: int = EDGE_MAX_RANGE_BYTES,
+                 is_cert_revoked: Callable[[str, int | None], bool] = lambda _n, _s: False,
+                 ) -> None:
         self.store = store
         self._is_node_allowed = is_node_allowed
+        self._is_cert_revoked = is_cert_revoked
         self.max_range_bytes = max_range_bytes
 
     async def process_request(self, connection: ServerConnection,
@@ -311,6 +315,9 @@ class EdgeDownloads:
         if not await self._is_node_allowed(node):
             log.warning("refused an artifact download by %s: no such node", node)
             raise Forbidden(f"node {node} is not registered; join again")
+        if self._is_cert_revoked(node, peer_serial(peercert)):
+            log.warning("refused an artifact download by node %s: certificate revoked", node)
+            raise Forbidden("node certificate revoked; re-join with a new token")
         check_sha256(sha256)
         size = await asyncio.to_thread(lambda: self.store.path_of(sha256).stat().st_size)
         span = parse_range(range_header, size, self.max_range_bytes)

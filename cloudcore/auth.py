@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import re
 import secrets
 import sqlite3
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from cloudcore.privatedb import open_private_db
 from protocol.errors import AlreadyExists, Forbidden, InvalidObject, Unauthorized
 from protocol.resources import KindInfo
 
@@ -70,10 +70,23 @@ AUTH_API = "auth"
 
 # role -> target (a kind name, ANY_KIND or AUTH_API) -> the verbs allowed on it.
 # AUTH_API never falls back to ANY_KIND: a role reaches /auth/* only if it says so.
+#
+# The operator runs the fleet's workloads and devices (Apps, Devices, DeviceModels,
+# Rules, twins, artifact pushes); what decides where and how much may run — Nodes,
+# NodeGroups, placement/override policies, scheduling Queues — and who may get in
+# (users, join tokens, revocation) is the admin's.  docs/security.md shows this table
+# as the role matrix, and tests/integration/api/test_role_matrix.py checks every cell
+# of that document against the running API.
+ADMIN_ONLY_KINDS = ("Node", "NodeGroup", "PropagationPolicy", "OverridePolicy", "Queue")
 PERMISSIONS: dict[Role, dict[str, frozenset[Verb]]] = {
     Role.VIEWER: {ANY_KIND: READ},
-    # Nodes come into being through the join flow; only an admin may change them.
-    Role.OPERATOR: {ANY_KIND: READ | WRITE, "Node": READ},
+    Role.OPERATOR: {
+        ANY_KIND: READ | WRITE,
+        **{kind: READ for kind in ADMIN_ONLY_KINDS},
+        # Pushing is the operator's; deleting content that running Apps may still need
+        # is the admin's.
+        "Artifact": READ | {Verb.CREATE},
+    },
     Role.ADMIN: {ANY_KIND: EVERYTHING, AUTH_API: EVERYTHING},
 }
 
@@ -127,13 +140,7 @@ class TokenAuth:
     @classmethod
     def open(cls, path: Path) -> TokenAuth:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Create the file 0600 before sqlite does, so it is never readable by others.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn = open_private_db(path)
         conn.execute(
             """CREATE TABLE IF NOT EXISTS api_tokens (
                    name TEXT PRIMARY KEY,
@@ -147,7 +154,9 @@ class TokenAuth:
     def create(self, name: str, role: Role) -> str:
         """Make a user with a fresh token and return the token (shown only this once).
         Names are unique: :class:`AlreadyExists` if ``name`` is taken."""
-        if not isinstance(name, str) or not _USER_NAME.match(name):
+        # fullmatch: with match() "$" also matched before a final newline, so "bob\n"
+        # became a user (found by tests/fuzz).
+        if not isinstance(name, str) or not _USER_NAME.fullmatch(name):
             raise InvalidObject(
                 f"{name!r} is not a valid user name: letters, digits, '-', '_', '.', '@', "
                 "starting and ending with a letter or digit, at most 63 characters",

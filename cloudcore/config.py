@@ -32,6 +32,8 @@ class NodeSettings(BaseModel):
     gracePeriodSeconds: float = Field(default=40.0, gt=0)
     statusUpdateSeconds: float = Field(default=60.0, gt=0)
     certValidity: str = "8760h"  # 1 year
+    # How far a node's clock may be from the cloud's without breaking joins or renewals:
+    # certificates are backdated by it, join tokens forgiven it, joins refused beyond it.
     clockSkewSeconds: float = Field(default=300.0, ge=0)
 
 
@@ -44,6 +46,23 @@ class RouterSettings(BaseModel):
     # KubeEdge's unauthenticated rule URL, http://HOST:PORT/<node>/<ns>/<path>; off
     # unless set (e.g. "127.0.0.1:9443").
     kubeedgeListen: str | None = None
+
+
+class PkiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # A 0600 file holding the passphrase that encrypts pki/ca.key at rest (or use the
+    # EDGEFLEET_CA_PASSPHRASE environment variable; not both).  See cloudcore.capassphrase.
+    caKeyPassphraseFile: Path | None = None
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Per API user (operators and viewers; admins are exempt): a sustained rate and the
+    # burst allowed above it.  Past them: 429 with Retry-After.
+    requestsPerSecond: float = Field(default=50.0, gt=0)
+    requestBurst: int = Field(default=200, ge=1)
 
 
 class ArtifactSettings(BaseModel):
@@ -60,6 +79,9 @@ class CloudConfig(BaseModel):
     apiListen: str = "0.0.0.0:10002"
     advertiseAddresses: list[str] = []
     store: Literal["sqlite", "etcd"] = "sqlite"
+    # Cap on the sqlite store file (store.db): a write that would grow it past this is
+    # refused with 507 "store is full" and nothing of it is kept; deletes still work.
+    storeMaxBytes: int | None = Field(default=None, ge=64 * 1024)
     etcdEndpoints: list[str] = []
     logLevel: str = "info"
     logFormat: Literal["text", "json"] = "text"
@@ -67,6 +89,8 @@ class CloudConfig(BaseModel):
     nodes: NodeSettings = NodeSettings()
     router: RouterSettings = RouterSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
+    api: ApiSettings = ApiSettings()
+    pki: PkiSettings = PkiSettings()
 
 
 def split_hostport(value: str, field: str) -> tuple[str, int]:

@@ -15,6 +15,10 @@ TLS layer verified; nothing the node says overrides it.  A session:
 
 A malformed, oversized or rate-limited frame gets an ``error`` envelope and a log line;
 the link stays up.  A node that connects again replaces its old session.
+
+A certificate on the revocation list (:mod:`cloudcore.revocation`) is refused at
+accept, before any sync, and may not be renewed; revoking a node closes its live
+session with :data:`CLOSE_REVOKED`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from websockets.http11 import Request, Response
 
 from certs.tls import peer_common_name
 from cloudcore.dispatch import Dispatcher
+from cloudcore.revocation import peer_serial
 from cloudcore.store.base import Store
 from protocol import envelope as wire
 from protocol.downstream import DownstreamQueue
@@ -55,7 +60,13 @@ from protocol.resources import REGISTRY, validate_status
 log = logging.getLogger(__name__)
 
 CLOSE_REPLACED = 4000
+CLOSE_REVOKED = 4001
 CLOSE_UNKNOWN_NODE = 4003
+# Close reasons are limited to 123 bytes: no node name in it.
+REVOKED_REASON = "node certificate revoked; re-join with a new token"
+
+# (node, certificate serial) -> whether that certificate is revoked.
+RevocationCheck = Callable[[str, int | None], bool]
 
 
 @dataclass(frozen=True)
@@ -99,9 +110,11 @@ HttpHook = Callable[[ServerConnection, Request], Awaitable[Response | None]]
 
 
 class NodeSession:
-    def __init__(self, node: str, ws: ServerConnection, cfg: HubConfig) -> None:
+    def __init__(self, node: str, ws: ServerConnection, cfg: HubConfig,
+                 serial: int | None = None) -> None:
         self.node = node
         self.ws = ws
+        self.serial = serial  # of the client certificate this session presented
         self.queue = DownstreamQueue(ack_timeout=cfg.ack_timeout, window=cfg.window)
         self._wake = asyncio.Event()
         self.bucket = TokenBucket(cfg.messages_per_second, cfg.message_burst)
@@ -169,6 +182,7 @@ class Hub:
         is_node_allowed: Callable[[str], Awaitable[bool]],
         on_message: Callable[[NodeSession, Envelope], Awaitable[None]] | None = None,
         http_request: HttpHook | None = None,
+        is_cert_revoked: RevocationCheck = lambda _node, _serial: False,
     ) -> None:
         self.cfg = cfg
         self._ssl = ssl_context
@@ -181,6 +195,7 @@ class Hub:
         # Answers plain HTTP GETs (artifact downloads) before any websocket upgrade;
         # returning None lets the handshake go on.
         self._http_request = http_request
+        self._is_cert_revoked = is_cert_revoked
         self.sessions: dict[str, NodeSession] = {}
         self._server: Server | None = None
         self.frames_rejected = 0
@@ -232,6 +247,16 @@ class Hub:
         if session is not None:
             await session.ws.close(CLOSE_UNKNOWN_NODE, reason)
 
+    async def cut_off(self, node: str) -> bool:
+        """Close ``node``'s session if its certificate is now revoked (called right after
+        a revocation); True if a live session was closed."""
+        session = self.sessions.get(node)
+        if session is None or not self._is_cert_revoked(node, session.serial):
+            return False
+        log.warning("node %s: certificate revoked; closing its link", node)
+        await session.ws.close(CLOSE_REVOKED, REVOKED_REASON)
+        return True
+
     # ---- one connection ----------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -240,12 +265,20 @@ class Hub:
         if not node:
             await ws.close(CLOSE_UNKNOWN_NODE, "client certificate has no common name")
             return
+        serial = peer_serial(peercert)
+        # A deleted node's certificates are revoked too; "not registered" tells its
+        # owner more than "revoked", so that check comes first.
         if not await self._is_node_allowed(node):
             log.warning("refused link from %s: no such node (deleted or never joined)", node)
             await ws.close(CLOSE_UNKNOWN_NODE, f"node {node} is not registered; join again")
             return
+        if self._is_cert_revoked(node, serial):
+            log.warning("refused link from node %s: its certificate (serial %s) is revoked",
+                        node, "unknown" if serial is None else f"{serial:X}")
+            await ws.close(CLOSE_REVOKED, REVOKED_REASON)
+            return
         old = self.sessions.get(node)
-        session = NodeSession(node, ws, self.cfg)
+        session = NodeSession(node, ws, self.cfg, serial)
         self.sessions[node] = session
         if old is not None:
             log.info("node %s connected again; replacing its previous session", node)
@@ -318,6 +351,10 @@ class Hub:
             # The router answers (ack once delivered) when it has handled the message.
             await self._on_message(session, env)
         elif env.op is Op.CSR:
+            if self._is_cert_revoked(session.node, session.serial):
+                # Only reachable between a revocation and the close that follows it.
+                raise Forbidden(f"the certificate of node {session.node} is revoked and "
+                                "cannot be renewed; re-join with a new token")
             csr = wire.decode_body(env, wire.CsrBody)
             cert = self._sign_csr(csr.csr.encode(), session.node)
             log.info("renewed the certificate of node %s", session.node)
@@ -347,4 +384,5 @@ class Hub:
         await self._store.update_status(info.kind, env.ref.namespace, env.ref.name, status)
 
 
-__all__ = ["CLOSE_REPLACED", "CLOSE_UNKNOWN_NODE", "FrameDecodeError", "Hub", "HubConfig"]
+__all__ = ["CLOSE_REPLACED", "CLOSE_REVOKED", "CLOSE_UNKNOWN_NODE", "FrameDecodeError", "Hub",
+           "HubConfig"]

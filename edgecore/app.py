@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgecore.artifacts import ArtifactFetcher
+from edgecore.certstate import check_node_key
 from edgecore.config import EdgePaths, load_config
 from edgecore.dmi import DmiServer
 from edgecore.edged import Edged
@@ -56,12 +57,15 @@ class EdgeCore:
         self._stop.set()
 
     async def run(self) -> None:
+        # An exposed node key ends the start here, before anything serves (InsecureKeyFile).
+        check_node_key(self.paths.pki)
         cache = MetaCache.open(self.paths.cache)
-        outbox = Outbox.open(self.paths.outbox, limit=self.cfg.link.outboxLimit)
+        outbox = Outbox.open(self.paths.outbox, limit=self.cfg.link.outboxLimit,
+                             max_bytes=self.cfg.storage.outboxMaxBytes)
         hub = HubClient(self.cfg, self.paths, cache, outbox)
         self.hub = hub
         hub_task: asyncio.Task[None] | None = None
-        twin_store = TwinStore.open(self.paths.root / "twin.db")
+        twin_store = TwinStore.open(self.paths.twin, max_bytes=self.cfg.storage.twinMaxBytes)
         bus: Bus | None = None
         broker: EmbeddedBroker | None = None
         twins: DeviceTwins | None = None

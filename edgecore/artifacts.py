@@ -90,7 +90,7 @@ class _Reply:
     @property
     def length(self) -> int:
         value = self.headers.get("content-length", "")
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):  # "²".isdigit() is True
             raise ValueError(f"the answer has no usable Content-Length ({value!r})")
         return int(value)
 
@@ -142,7 +142,7 @@ class ArtifactFetcher:
             return removed
         for path in self.root.iterdir():
             sha = path.name.removeprefix(_PARTIAL)
-            if _SHA256.match(sha) and sha not in wanted:
+            if _SHA256.fullmatch(sha) and sha not in wanted:
                 path.unlink(missing_ok=True)
                 if sha == path.name:
                     removed.append(sha)
@@ -266,7 +266,7 @@ class ArtifactFetcher:
 
 
 def _checked(sha256: str) -> str:
-    if not _SHA256.match(sha256):
+    if not _SHA256.fullmatch(sha256):
         raise ValueError(f"{sha256!r} is not an artifact address (64 lower-case hex digits)")
     return sha256
 
@@ -311,7 +311,8 @@ async def _copy(reader: asyncio.StreamReader, length: int, out: IO[bytes],
 def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not (
+            parts[1].isascii() and parts[1].isdigit()):
         raise ValueError(f"not an HTTP answer: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -322,14 +323,14 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
 
 
 def _unsatisfied_size(value: str | None) -> int:
-    match = re.match(r"^bytes \*/(\d+)$", value or "")
+    match = re.fullmatch(r"bytes \*/(\d+)", value or "")
     if match is None:
         raise ValueError(f"a 416 answer without a usable Content-Range ({value!r})")
     return int(match.group(1))
 
 
 def _content_range(value: str | None) -> tuple[int, int, int]:
-    match = _CONTENT_RANGE.match(value or "")
+    match = _CONTENT_RANGE.fullmatch(value or "")
     if match is None:
         raise ValueError(f"the answer has no usable Content-Range ({value!r})")
     start, last, total = (int(g) for g in match.groups())

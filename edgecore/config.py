@@ -57,6 +57,18 @@ class EdgedSettings(BaseModel):
     logFiles: int = Field(default=3, ge=1, le=100)
 
 
+class StorageSettings(BaseModel):
+    """Caps on the edge's own sqlite files, for a small disk shared with other software.
+    A write that does not fit is refused with "store is full" (507) and stores nothing:
+    a twin update gets an error result, a status stays queued in the twin until there is
+    room.  None: no cap (the disk's own size)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outboxMaxBytes: int | None = Field(default=None, ge=32 * 1024)  # outbox.db
+    twinMaxBytes: int | None = Field(default=None, ge=32 * 1024)    # twin.db
+
+
 class EdgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,9 +78,13 @@ class EdgeConfig(BaseModel):
     server: str = Field(description="https://HOST:10002 (join and CA)")
     hub: str = Field(description="wss://HOST:10000 (the link)")
     labels: dict[str, str] = {}
+    # How far this node's clock may be from the cloud's: the cloud's nodes.clockSkewSeconds,
+    # written by `edgecore join`.  Used for certificate renewal and expiry (edgecore.certstate).
+    clockSkewSeconds: float = Field(default=300.0, ge=0)
     link: LinkSettings = LinkSettings()
     servicebus: ServiceBusSettings = ServiceBusSettings()
     edged: EdgedSettings = EdgedSettings()
+    storage: StorageSettings = StorageSettings()
 
 
 class EdgePaths:
@@ -84,6 +100,7 @@ class EdgePaths:
         self.cert_info = self.pki / "node.json"
         self.cache = data_dir / "meta.db"
         self.outbox = data_dir / "outbox.db"
+        self.twin = data_dir / "twin.db"
         self.dmi_socket = data_dir / "dmi.sock"
         self.apps = data_dir / "apps"
 

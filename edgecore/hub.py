@@ -9,12 +9,18 @@ connection:
   (a version older than the one held is acked but not applied);
 * drains the outbox upstream in order, removing each entry when the cloud acks it,
   resending everything unacked after the ack timeout;
-* sends a heartbeat with the node's status every ``heartbeatSeconds``;
+* sends a heartbeat with the node's status every ``heartbeatSeconds``, and a websocket
+  ping as often: a link whose pong is 3 heartbeats late (at most 20 s) is given up and
+  reconnected, so a half-open connection does not hold the edge (:func:`keepalive`);
 * renews the node certificate over the link at 70-90 % of its lifetime;
 * carries out ``publish`` requests of the router (:attr:`HubClient.on_publish`) in the
   background and answers each with ``ack`` (and the result) or ``error``.
 
-Reconnects use exponential backoff with jitter, capped (30 s by default).
+Reconnects use exponential backoff with jitter, capped (30 s by default).  A node whose
+certificate the cloud revoked, or that has expired (allowing for the tolerated clock
+skew), says so once and then retries at the cap only: the
+certificate is re-read on every attempt, so ``edgecore join`` with a new token brings
+the running edgecore back without a restart.
 """
 
 from __future__ import annotations
@@ -26,14 +32,22 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidURI
 
+from certs.clock import ClockSkewError, check_clock_skew
 from certs.tls import client_context
-from edgecore.certstate import CertState, install_certificate, load_state
+from edgecore.certstate import (
+    CertState,
+    NodeCertExpired,
+    check_expiry,
+    install_certificate,
+    load_state,
+    rejoin_command,
+)
 from edgecore.config import EdgeConfig, EdgePaths
 from edgecore.meta import MetaCache
 from edgecore.nodeinfo import node_status
@@ -46,11 +60,26 @@ from protocol.errors import EdgefleetError, FrameDecodeError, Unavailable
 log = logging.getLogger(__name__)
 
 CLOSE_REPLACED = 4000
+CLOSE_REVOKED = 4001
+_TRANSIENT = frozenset({429, 503, 507})
+"""Error codes from the cloud after which an upstream message is kept and resent."""
 CLOSE_UNKNOWN_NODE = 4003
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+KEEPALIVE_CAP = 20.0
+
+
+def keepalive(heartbeat: float) -> tuple[float, float]:
+    """(ping interval, pong timeout) of the link: a ping every heartbeat, and the link
+    given up when its pong is 3 heartbeats late (each at most 20 s).  Our heartbeats only
+    go up, and a half-open connection (no FIN, no RST: a NAT or firewall that forgot it)
+    swallows them without an error, so without this the edge would sit on a dead link
+    for as long as TCP takes to give up while the cloud already counts it gone."""
+    return min(heartbeat, KEEPALIVE_CAP), min(3 * heartbeat, KEEPALIVE_CAP)
 
 
 class HubClient:
@@ -73,6 +102,11 @@ class HubClient:
         self.on_publish: Callable[[wire.PublishBody], Awaitable[dict[str, Any] | None]] | None = (
             None)
         self._deliveries: set[asyncio.Task[None]] = set()
+        # The cloud refused our certificate as revoked (until a session syncs again).
+        self.revoked = False
+        # Our certificate has expired (until a session syncs again, after a re-join).
+        self.cert_expired = False
+        self._tolerance = timedelta(seconds=cfg.clockSkewSeconds)
 
     # ---- public -------------------------------------------------------------------------
 
@@ -86,22 +120,36 @@ class HubClient:
         while True:
             try:
                 ctx = self._tls()
+                ping_interval, ping_timeout = keepalive(self.cfg.link.heartbeatSeconds)
                 async with connect(
                     self.cfg.hub, ssl=ctx, max_size=self.cfg.link.maxFrameBytes * 4,
-                    compression=None, ping_interval=20, ping_timeout=20, open_timeout=10,
-                    close_timeout=5,
+                    compression=None, ping_interval=ping_interval, ping_timeout=ping_timeout,
+                    open_timeout=10, close_timeout=5,
                 ) as ws:
                     last_error = ""
                     await self._session(ws)
             except asyncio.CancelledError:
                 raise
+            except NodeCertExpired as exc:
+                self._on_expired(str(exc))
+                last_error = "expired"
             except ConnectionClosed as exc:
-                last_error = self._describe_close(exc)
-                log.warning("link to %s closed: %s", self.cfg.hub, last_error)
+                if exc.rcvd is not None and exc.rcvd.code == CLOSE_REVOKED:
+                    self._on_revoked()
+                    last_error = "revoked"
+                else:
+                    last_error = self._describe_close(exc)
+                    log.warning("link to %s closed: %s", self.cfg.hub, last_error)
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ssl.SSLError,
                     EdgefleetError) as exc:
                 message = self._describe_failure(exc)
-                if message != last_error:
+                if isinstance(exc, InvalidMessage) and self._past_not_after():
+                    # The cloud hung up before any HTTP answer, which is how a refused
+                    # client certificate looks from here (the server sends no alert),
+                    # and notAfter has passed: expired by the cloud's clock, which decides.
+                    self._on_expired(self._expired_message())
+                    message = "expired"
+                elif message != last_error:
                     log.warning("cannot reach the cloud at %s: %s (retrying with backoff)",
                                 self.cfg.hub, message)
                 last_error = message
@@ -111,7 +159,11 @@ class HubClient:
                 self._ws = None
                 self.connected.clear()
                 self.synced.clear()
-            delay = reconnect_delay(attempt, self._rand(), base=self.cfg.link.reconnectBaseSeconds,
+            # Revoked or expired: nothing changes until someone re-joins the node, so
+            # wait the longest (the cap), not the shortest.
+            delay = reconnect_delay(32 if self.revoked or self.cert_expired else attempt,
+                                    self._rand(),
+                                    base=self.cfg.link.reconnectBaseSeconds,
                                     cap=self.cfg.link.reconnectCapSeconds)
             attempt += 1
             await asyncio.sleep(delay)
@@ -119,15 +171,45 @@ class HubClient:
     # ---- connection ---------------------------------------------------------------------
 
     def _tls(self) -> ssl.SSLContext:
+        """A context with the current certificate (re-read every time: a re-join while we
+        run replaces it); NodeCertExpired instead of a connection that must fail."""
         state = load_state(self.paths.pki)
-        if state.not_after <= datetime.now(UTC):
-            log.error(
-                "the node certificate expired at %s; the cloud will refuse it. Re-join with a "
-                "new token: efctl token create, then edgecore join --token … --data-dir %s",
-                state.notAfter, self.paths.root,
-            )
+        check_expiry(state, datetime.now(UTC), self._tolerance, self._rejoin())
         pki = self.paths.pki
         return client_context(self.paths.ca, pki / state.cert, pki / state.key)
+
+    def _rejoin(self) -> str:
+        return rejoin_command(self.cfg.server, self.cfg.nodeName, self.paths.root)
+
+    def _past_not_after(self) -> bool:
+        return load_state(self.paths.pki).not_after <= datetime.now(UTC)
+
+    def _expired_message(self) -> str:
+        state = load_state(self.paths.pki)
+        return str(NodeCertExpired(state.not_after, datetime.now(UTC), self._rejoin()))
+
+    def _on_expired(self, message: str) -> None:
+        """Said once, at ERROR, without a traceback; then retried at the cap only, so a
+        re-join brings the link back without a restart.  The cache keeps serving."""
+        if self.cert_expired:
+            log.debug("the node certificate is still expired; waiting for a re-join")
+            return
+        self.cert_expired = True
+        log.error("%s (retrying every %g s or so meanwhile)", message,
+                  self.cfg.link.reconnectCapSeconds)
+
+    def _on_revoked(self) -> None:
+        if self.revoked:
+            log.debug("the cloud still refuses the revoked node certificate")
+            return
+        self.revoked = True
+        log.error(
+            "node certificate revoked by the cloud; re-join with a new token: edgecore join "
+            "--server %s --token <new token from efctl token create> --node-name %s "
+            "--data-dir %s (retrying every %g s or so meanwhile)",
+            self.cfg.server, self.cfg.nodeName, self.paths.root,
+            self.cfg.link.reconnectCapSeconds,
+        )
 
     def _describe_close(self, exc: ConnectionClosed) -> str:
         rcvd = exc.rcvd
@@ -193,6 +275,8 @@ class HubClient:
                 log.info("resync with the cloud: %d upserts and %d deletes to apply",
                          done.upserts, done.deletes)
                 self.synced.set()
+                self.revoked = False
+                self.cert_expired = False
                 for hook in self.on_synced:
                     hook()
             elif env.op is Op.ACK:
@@ -259,8 +343,14 @@ class HubClient:
         except FrameDecodeError:
             log.warning("the cloud sent an unreadable error: %r", env.body)
             return
-        if env.parent_id and body.code == 429:
-            return  # rate limited: the entry stays in the outbox and is resent later
+        if env.parent_id and body.code in _TRANSIENT:
+            # Rate limited, or the cloud's store is full or unavailable: not a refusal
+            # of the message itself, so the entry stays in the outbox and is resent later.
+            # Being rate limited is routine under a burst: not worth a line each time.
+            log.log(logging.DEBUG if body.code == 429 else logging.WARNING,
+                    "the cloud could not take an upstream message yet (%s): %s",
+                    body.reason, body.message)
+            return
         if env.parent_id and self.outbox.remove(env.parent_id):
             log.error("the cloud refused an upstream message (%s): %s", body.reason, body.message)
             self._outbox_wake.set()
@@ -333,8 +423,15 @@ class HubClient:
 
         cert_pem = body.certificate.encode()
         not_before, not_after = cert_validity(cert_pem)
+        try:
+            check_clock_skew(datetime.now(UTC), datetime.fromtimestamp(env.ts / 1000, UTC),
+                             self._tolerance)
+        except ClockSkewError as exc:
+            # Installed all the same: refusing it would only let the old one expire.
+            log.error("renewal: %s", exc)
         state: CertState = install_certificate(self.paths.pki, cert_pem, self._csr[1],
-                                               not_before, not_after)
+                                               not_before, not_after,
+                                               tolerance=self._tolerance)
         self._csr = None
         self.renewals += 1
         log.info("installed a renewed node certificate valid until %s (next renewal %s); "

@@ -331,7 +331,7 @@ def parse_head(head: bytes) -> Request:
     if len(parts) != 3:
         raise BadRequest("malformed request line: expected METHOD TARGET HTTP/1.x")
     method, target, version = parts
-    if not _METHOD.match(method):
+    if not _METHOD.fullmatch(method):
         raise BadRequest("malformed request line: bad method")
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise BadRequest(f"unsupported protocol version {version!r}")

@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     t = token_sub.add_parser("create", help="print a new join token")
     t.add_argument("--ttl", metavar="DURATION", help="how long it is valid, e.g. 1h (default 24h)")
 
+    p = sub.add_parser("node", help="edge nodes")
+    node_sub = p.add_subparsers(dest="action", metavar="ACTION")
+    node_sub.required = True
+    n = node_sub.add_parser(
+        "revoke", help="revoke a node's certificates and cut its link now (admins only); "
+        "it comes back only by joining again with a new token")
+    n.add_argument("node_name", metavar="NAME")
+
     p = sub.add_parser("twin", help="device twins")
     twin_sub = p.add_subparsers(dest="action", metavar="ACTION")
     twin_sub.required = True
@@ -107,6 +115,8 @@ def run(args: argparse.Namespace) -> None:
                             file=args.filename)
         elif args.command == "token":
             commands.token_create(client, args.ttl)
+        elif args.command == "node":
+            commands.node_revoke(client, args.node_name)
         elif args.command == "twin":
             twin_set(client, args.device, args.assignments, namespace=args.namespace)
         elif args.command == "artifact":

@@ -11,6 +11,7 @@ import errno
 import json
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -20,6 +21,16 @@ from efctl.config import EfctlConfig
 from protocol.errors import error_from_status
 
 UPLOAD_CHUNK = 256 * 1024
+MAX_THROTTLE_WAIT = 60.0
+"""Seconds one request may spend waiting out 429s before the error reaches the user."""
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The pause a 429 asks for (Retry-After, in seconds), else None."""
+    if response.status_code != 429:
+        return None
+    value = response.headers.get("retry-after", "1")
+    return float(value) if value.isdigit() else 1.0
 
 
 class ClientError(Exception):
@@ -101,15 +112,24 @@ class ApiClient:
         success, or raise the error the server reported."""
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
-        try:
-            response = self._http.request(
-                method, path, content=content, params=params, headers=headers,
-            )
-        except httpx.TransportError as exc:
-            raise ClientError(
-                f"cannot reach {self.server}: {describe_transport_error(exc)}"
-            ) from None
-        return self._decode(method, path, response)
+        waited = 0.0
+        while True:
+            try:
+                response = self._http.request(
+                    method, path, content=content, params=params, headers=headers,
+                )
+            except httpx.TransportError as exc:
+                raise ClientError(
+                    f"cannot reach {self.server}: {describe_transport_error(exc)}"
+                ) from None
+            # Over our request budget: wait as the server asks, as kubectl does, rather
+            # than failing half-way through a multi-document apply.  A 429 changed
+            # nothing, so sending the same request again is safe.
+            pause = retry_after(response)
+            if pause is None or waited + pause > MAX_THROTTLE_WAIT:
+                return self._decode(method, path, response)
+            time.sleep(pause)
+            waited += pause
 
     def upload(
         self, path: str, file: BinaryIO, size: int, *, params: dict[str, str] | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from efctl.client import ApiClient
 from efctl.manifests import Document, ManifestError, load_manifests
@@ -205,6 +206,14 @@ def token_create(client: ApiClient, ttl: str | None, out: TextIO = sys.stdout) -
     except EdgefleetError as exc:
         raise CommandError(str(exc)) from None
     out.write(f"{created['token']}\n")
+
+
+def node_revoke(client: ApiClient, name: str, out: TextIO = sys.stdout) -> None:
+    try:
+        client.post(f"/auth/nodes/{quote(name, safe='')}/revoke", {})
+    except EdgefleetError as exc:
+        raise CommandError(str(exc)) from None
+    out.write(f"node/{name} revoked\n")
 
 
 def user_create(client: ApiClient, name: str, role: str, out: TextIO = sys.stdout) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocol.errors import FrameDecodeError
+from protocol.jsondepth import MAX_DEPTH, too_deep
 from protocol.kinds.core import NodeStatus
 from protocol.resources import ObjectKey, make_key, pydantic_path
 from protocol.routes import Encoding
@@ -57,12 +58,17 @@ class ObjectRef(BaseModel):
         return make_key(self.kind, self.namespace, self.name)
 
 
+MAX_TS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the last millisecond a ``datetime`` can hold, so every
+accepted ``ts`` converts to one."""
+
+
 class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=64)
     parent_id: str | None = Field(default=None, max_length=64)
-    ts: int = Field(ge=0)
+    ts: int = Field(ge=0, le=MAX_TS)
     op: Op
     ref: ObjectRef | None = None
     resource_version: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$")
@@ -89,17 +95,25 @@ def encode(env: Envelope) -> str:
     return env.model_dump_json(exclude_none=True)
 
 
+def _not_json(name: str) -> Any:
+    # json.loads takes NaN and Infinity, which are not JSON: a body holding one would be
+    # re-encoded as null and, stored, would make the API answer invalid JSON.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def decode(data: str | bytes) -> Envelope:
     """Parse one frame.  Anything that is not a valid Envelope raises
     :class:`FrameDecodeError` naming the problem; nothing else escapes."""
     try:
-        raw = json.loads(data)
+        raw = json.loads(data, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FrameDecodeError(f"frame is not JSON: {exc}") from None
     except RecursionError:
         raise FrameDecodeError("frame is nested too deeply") from None
     if not isinstance(raw, dict):
         raise FrameDecodeError("frame must be a JSON object")
+    if too_deep(raw):
+        raise FrameDecodeError(f"frame is nested more than {MAX_DEPTH} levels deep")
     try:
         return Envelope.model_validate(raw)
     except ValidationError as exc:

@@ -11,7 +11,11 @@
     ├── Gone               410     watch asked for history that was compacted away
     ├── TooLarge           413
     ├── RateLimited        429
-    └── FrameDecodeError   400     a websocket frame that is not a valid Envelope
+    ├── FrameDecodeError   400     a websocket frame that is not a valid Envelope
+    ├── Unavailable        503
+    ├── GatewayTimeout     504
+    ├── BadGateway         502
+    └── StoreFull          507     a database reached its size cap (or the disk is full)
 
 Every error renders as a Kubernetes-style ``Status`` body so that API clients,
 efctl and the link all speak the same shape.
@@ -124,12 +128,21 @@ class BadGateway(EdgefleetError):
     code = 502
 
 
+class StoreFull(EdgefleetError):
+    """A write was refused because the database holding it reached its configured size
+    cap or the disk is full.  Nothing of the write was stored; reads and deletes still
+    work, and the same write succeeds once space is freed or the cap raised."""
+
+    reason = "InsufficientStorage"
+    code = 507
+
+
 _BY_REASON: dict[str, type[EdgefleetError]] = {
     cls.reason: cls
     for cls in (
         InvalidObject, BadRequest, Unauthorized, Forbidden, NotFound, Conflict,
         AlreadyExists, Gone, TooLarge, RateLimited, FrameDecodeError, Unavailable,
-        GatewayTimeout, BadGateway,
+        GatewayTimeout, BadGateway, StoreFull,
     )
 }
 

@@ -23,6 +23,8 @@ from protocol.errors import InvalidObject, NotFound
 ObjectKey = NewType("ObjectKey", str)
 """``Kind/namespace/name`` (namespace empty for cluster-scoped kinds)."""
 
+# Always fullmatch(), never match(): "$" also matches before a final newline, so match()
+# let "name\n" through (found by tests/fuzz).
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -57,7 +59,7 @@ def resource_version(obj: Mapping[str, Any]) -> int:
 
 
 def check_dns_subdomain(value: str, path: str) -> None:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         raise InvalidObject(
             f"{value!r} is not a valid name: lower-case letters, digits, '-' and '.', "
             "starting and ending with a letter or digit, at most 253 characters",
@@ -65,16 +67,21 @@ def check_dns_subdomain(value: str, path: str) -> None:
         )
 
 
+def check_namespace(value: str, path: str) -> None:
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
+        raise InvalidObject(f"{value!r} is not a valid namespace", field=path)
+
+
 def check_label_key(key: str, path: str) -> None:
-    prefix, _, name = key.rpartition("/")
-    if prefix:
+    prefix, slash, name = key.rpartition("/")
+    if slash:  # "/name" has an empty prefix, which is not a DNS subdomain either
         check_dns_subdomain(prefix, path)
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         raise InvalidObject(f"{key!r} is not a valid label key", field=path)
 
 
 def check_label_value(value: str, path: str) -> None:
-    if len(value) > 63 or not _LABEL_VALUE.match(value):
+    if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
         raise InvalidObject(f"{value!r} is not a valid label value", field=path)
 
 
@@ -248,9 +255,7 @@ def validate_object(
     assert isinstance(meta, ObjectMeta)
     check_dns_subdomain(meta.name, "metadata.name")
     if info.namespaced:
-        ns = meta.namespace or "default"
-        if len(ns) > 63 or not _DNS_LABEL.match(ns):
-            raise InvalidObject(f"{ns!r} is not a valid namespace", field="metadata.namespace")
+        check_namespace(meta.namespace or "default", "metadata.namespace")
     elif meta.namespace:
         raise InvalidObject(f"{kind} is cluster-scoped and takes no namespace",
                             field="metadata.namespace")

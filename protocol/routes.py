@@ -136,7 +136,7 @@ def _check_target(kind: RuleEndpointType, resource: Mapping[str, str],
     elif kind is RuleEndpointType.SERVICEBUS:
         _require(resource, "path", field)
         port = properties.get("service_port", "")
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise InvalidRoute("a servicebus endpoint needs properties.service_port, a port "
                                "number between 1 and 65535", field="spec.properties.service_port")
 

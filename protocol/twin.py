@@ -264,18 +264,21 @@ def _refused(
 
 
 def apply_edge_update(
-    twin: Mapping[str, TwinProperty] | None, request: TwinUpdateRequest, now_ms: int
+    twin: Mapping[str, TwinProperty] | None, request: TwinUpdateRequest, now_ms: int,
+    *, charset_checked: bool = False,
 ) -> UpdateOutcome:
     """Apply a ``twin/update`` (MQTT, or DMI's ReportDeviceStatus) to a device's twin.
 
     ``twin`` is ``None`` when the device is unknown (404).  Every property is checked
     before any is applied: one bad property refuses the whole request (400, or 409 on a
-    version conflict) and leaves the twin as it was.
+    version conflict) and leaves the twin as it was.  ``charset_checked``: the request
+    comes from :func:`~protocol.twin_messages.parse_update_request`, which has already
+    checked its keys and values (MQTT input), so they are not checked twice.
     """
     event_id = request.event_id
     if twin is None:
         return _refused(None, device_not_found(event_id=event_id), now_ms)
-    problem = check_update_charset(request)  # parse_update_request did it for MQTT input
+    problem = None if charset_checked else check_update_charset(request)
     if problem is not None:
         return _refused(twin, bad_request(problem, event_id), now_ms)
 
@@ -285,7 +288,10 @@ def apply_edge_update(
         planned = _apply_one(name, twin.get(name), msg, now_ms)
         if isinstance(planned, TwinError):
             return _refused(twin, TwinError(planned.code, planned.reason, event_id), now_ms)
-        if planned != twin.get(name):
+        # _apply_one hands back the stored property itself when nothing changes, and a
+        # new one (with a bumped version) whenever something does: identity is the test,
+        # without a deep comparison of two models per property.
+        if planned is not twin.get(name):
             new_twin[name] = planned
             changed.add(name)
 

@@ -9,6 +9,7 @@ condition against a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -321,6 +322,31 @@ def reported(cloud: Cloud, device: str, prop: str, namespace: str = "default") -
         if twin["propertyName"] == prop:
             return (twin.get("reported") or {}).get("value")
     return None
+
+
+def reported_at(cloud: Cloud, device: str, prop: str, namespace: str = "default") -> int:
+    """When the value the cloud holds as reported for ``prop`` was read at the edge
+    (ms since the epoch), 0 if there is none yet."""
+    status = cloud.get("Device", device, namespace).get("status") or {}
+    for twin in status.get("twins") or []:
+        if twin["propertyName"] == prop and twin.get("reported"):
+            return int(twin["reported"]["metadata"]["timestamp"])
+    return 0
+
+
+def holding_register(port: int, address: int = 0) -> int:
+    """Read one holding register of the Modbus/TCP device on 127.0.0.1:``port``."""
+    from pymodbus.client import AsyncModbusTcpClient  # only the Modbus tests need it
+
+    async def read() -> int:
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2)
+        await client.connect()
+        try:
+            reply = await client.read_holding_registers(address, count=1, device_id=1)
+            return int(reply.registers[0])
+        finally:
+            client.close()
+    return asyncio.run(read())
 
 
 def node_ready(cloud: Cloud, name: str) -> str | None:

@@ -27,8 +27,8 @@ from protocol.resources import KindInfo
 
 COLLECTION = "/artifacts"
 
-# Artifacts are not a stored kind; this description only lets the permission table's
-# rules for "any kind" speak for them (viewers read, operators and admins also push).
+# Artifacts are not a stored kind; this description only gives them a row of their own
+# in the permission table (viewers read, operators also push, admins also delete).
 ARTIFACTS = KindInfo(kind="Artifact", group="", version="v1", plural="artifacts",
                      namespaced=False)
 
@@ -62,9 +62,9 @@ def artifact_routes(store: ArtifactStore) -> list[BaseRoute]:
                             headers={"ETag": f'"{sha256}"'})
 
     async def remove(request: Request) -> Response:
-        # Deleting content that running Apps may still need is an admin's call; the
-        # permission table's admin-only row is the one for the /auth API.
-        authorize(principal_of(request), Verb.DELETE, None, resource="artifacts")
+        # Admins only (the permission table's Artifact row): Apps on the edges may
+        # still need the content.
+        authorize(principal_of(request), Verb.DELETE, ARTIFACTS)
         info = await asyncio.to_thread(store.delete,
                                        check_sha256(request.path_params["sha256"]))
         return JSONResponse(info.to_json())

@@ -14,16 +14,19 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cloudcore.api.throttle import TokenThrottle
 from cloudcore.auth import Principal, TokenAuth
 
 _PRINCIPAL = "edgefleet.principal"
 
 
 class BearerAuthMiddleware:
-    def __init__(self, app: ASGIApp, auth: TokenAuth, public_routes: Sequence[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, auth: TokenAuth, public_routes: Sequence[BaseRoute],
+                 throttle: TokenThrottle | None = None) -> None:
         self.app = app
         self.auth = auth
         self.public_routes = tuple(public_routes)
+        self.throttle = throttle
 
     def _is_public(self, scope: Scope) -> bool:
         for route in self.public_routes:
@@ -36,11 +39,19 @@ class BearerAuthMiddleware:
         if scope["type"] == "http" and not self._is_public(scope):
             principal = self.auth.authenticate(Headers(scope=scope).get("authorization"))
             scope.setdefault("state", {})[_PRINCIPAL] = principal
+            if self.throttle is not None:
+                self.throttle.check(principal)
         await self.app(scope, receive, send)
 
 
+def principal_in(scope: Scope) -> Principal | None:
+    """The authenticated caller of this request, or None (public route, or refused)."""
+    principal = scope.get("state", {}).get(_PRINCIPAL)
+    return principal if isinstance(principal, Principal) else None
+
+
 def principal_of(request: Request) -> Principal:
-    principal = request.scope.get("state", {}).get(_PRINCIPAL)
+    principal = principal_in(request.scope)
     # Only reachable for a non-public route, which the middleware has authenticated.
     assert isinstance(principal, Principal), "route is not behind BearerAuthMiddleware"
     return principal

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.errors import BadRequest, TooLarge
+from protocol.jsondepth import MAX_DEPTH, too_deep
 
 
 def _too_large(limit: int) -> TooLarge:
@@ -70,7 +71,7 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
             raise BadRequest("request body is empty; expected a JSON object")
         return None
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise BadRequest("request body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -81,6 +82,9 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
         raise BadRequest("request body is nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal with thousands of digits
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if too_deep(body):  # stored, it could not be sent on to a node
+        raise BadRequest(f"request body is nested more than {MAX_DEPTH} levels deep")
+    return body
 
 
 def _reject_constant(name: str) -> Any:

@@ -43,6 +43,9 @@ def status_response(error: EdgefleetError, headers: dict[str, str] | None = None
 
 def error_response(error: EdgefleetError) -> Response:
     headers = {"WWW-Authenticate": 'Bearer realm="edgefleet"'} if error.code == 401 else None
+    retry_after = getattr(error, "retry_after_header", None)
+    if isinstance(retry_after, str):
+        headers = {"Retry-After": retry_after}
     return status_response(error, headers)
 
 

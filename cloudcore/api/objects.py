@@ -37,7 +37,8 @@ def _query_int(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name, "")
     if raw == "":
         return None
-    if not raw.isdigit():
+    # isdigit() alone also passes "²", which int() refuses (a 500, found by tests/fuzz).
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f"query parameter {name}={raw!r} must be a non-negative integer",
                          field=name)
     return int(raw)
@@ -146,9 +147,10 @@ class ObjectRoutes:
     ) -> Response:
         kind = target.kind
         selector = _selector(request)
+        # Checked with or without watch: a malformed parameter is refused, never ignored.
+        from_rv = _query_int(request, "resourceVersion")
         if _query_bool(request, "watch"):
             authorize(principal, Verb.WATCH, kind)
-            from_rv = _query_int(request, "resourceVersion")
             # resourceVersion=0 means "from the current state", as in Kubernetes.
             return watch_response(self.store, kind, target.namespace, selector, from_rv or None)
         authorize(principal, Verb.LIST, kind)

@@ -12,7 +12,13 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from cloudcore.api.auth_routes import JoinTokenCreated, JoinTokenRequest, UserCreated, UserRequest
+from cloudcore.api.auth_routes import (
+    JoinTokenCreated,
+    JoinTokenRequest,
+    NodeRevoked,
+    UserCreated,
+    UserRequest,
+)
 from cloudcore.api.watch import WATCH_MEDIA_TYPE
 from protocol.resources import REGISTRY, KindInfo, KindRegistry, ObjectMeta
 
@@ -79,6 +85,19 @@ def _model_schemas(
     return {m: refs[(m, mode)] for m in unique}, dict(top.get("$defs", {}))
 
 
+def _constrain_metadata(meta: dict[str, Any]) -> None:
+    """Add the name and label rules to the ObjectMeta schema pydantic generated (the
+    model itself takes any string; :func:`protocol.resources.validate_object` checks)."""
+    props = meta["properties"]
+    props["name"] = {**props["name"], **NAME_SCHEMA}
+    props["namespace"] = {**props["namespace"], "anyOf": [NAMESPACE_SCHEMA, {"type": "null"}]}
+    props["labels"] = {**props["labels"], "anyOf": [
+        {"type": "object", "propertyNames": LABEL_KEY_SCHEMA,
+         "additionalProperties": LABEL_VALUE_SCHEMA},
+        {"type": "null"},
+    ]}
+
+
 def _object_schema(kind: KindInfo, refs: dict[type[BaseModel], Any]) -> dict[str, Any]:
     spec = refs[kind.spec_model] if kind.spec_model else {"type": "object"}
     status = refs[kind.status_model] if kind.status_model else {"type": "object"}
@@ -128,8 +147,33 @@ def _watch_event_schema(kind: KindInfo) -> dict[str, Any]:
     }
 
 
-_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-_NAMESPACE = {"name": "namespace", "in": "path", "required": True, "schema": {"type": "string"}}
+# The name rules protocol.resources enforces, as JSON Schema, so that clients (and the
+# API fuzzer) know them without a round trip.  Never stricter than the server: a name
+# the schema refuses must be refused by the server too (tests/fuzz checks both ways).
+NAME_SCHEMA: dict[str, Any] = {
+    "type": "string", "maxLength": 253,
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    "description": "a DNS subdomain: lower-case letters, digits, '-' and '.'",
+}
+NAMESPACE_SCHEMA: dict[str, Any] = {
+    "type": "string", "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    "description": "a DNS label: lower-case letters, digits and '-'",
+}
+LABEL_KEY_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+               r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$",
+}
+LABEL_VALUE_SCHEMA: dict[str, Any] = {
+    "type": "string", "maxLength": 63, "pattern": r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+}
+USER_NAME_SCHEMA: dict[str, Any] = {
+    "type": "string", "pattern": r"^[A-Za-z0-9]([-A-Za-z0-9_.@]{0,61}[A-Za-z0-9])?$",
+}
+
+_NAME = {"name": "name", "in": "path", "required": True, "schema": NAME_SCHEMA}
+_NAMESPACE = {"name": "namespace", "in": "path", "required": True,
+              "schema": NAMESPACE_SCHEMA}
 _SELECTOR = {
     "name": "labelSelector", "in": "query", "required": False, "schema": {"type": "string"},
     "description": "only objects whose labels match, e.g. `app=x,tier!=db,env in (a,b)`",
@@ -276,6 +320,19 @@ def _auth_paths() -> dict[str, dict[str, Any]]:
                 },
             },
         },
+        "/auth/nodes/{name}/revoke": {
+            "parameters": [_NAME],
+            "post": {
+                "operationId": "revokeNode",
+                "summary": "revoke every certificate issued to the node and close its link "
+                           "now; it may come back only by joining again with a new token "
+                           "(admin only)",
+                "responses": {
+                    "200": _json_body(_ref("NodeRevoked"), "the revocation"),
+                    **_errors("401", "403", "404"),
+                },
+            },
+        },
     }
 
 
@@ -302,10 +359,13 @@ def _public_paths() -> dict[str, dict[str, Any]]:
 def build_openapi(registry: KindRegistry = REGISTRY, *, version: str = "0.1.0") -> dict[str, Any]:
     kinds = sorted(registry.all(), key=lambda k: (k.group, k.kind))
     models: list[type[BaseModel]] = [ObjectMeta, UserRequest, UserCreated, JoinTokenRequest,
-                                     JoinTokenCreated]
+                                     JoinTokenCreated, NodeRevoked]
     for kind in kinds:
         models += [m for m in (kind.spec_model, kind.status_model) if m is not None]
     refs, schemas = _model_schemas(models)
+    _constrain_metadata(schemas[ObjectMeta.__name__])
+    user_name = schemas[UserRequest.__name__]["properties"]["name"]
+    user_name.update(USER_NAME_SCHEMA)
     schemas[STATUS] = STATUS_SCHEMA
     paths: dict[str, dict[str, Any]] = {**_public_paths(), **_auth_paths()}
     for kind in kinds:

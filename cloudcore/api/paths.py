@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from protocol.errors import NotFound
-from protocol.resources import REGISTRY, KindInfo, KindRegistry
+from protocol.errors import InvalidObject, NotFound
+from protocol.resources import REGISTRY, KindInfo, KindRegistry, check_namespace
 
 
 class Scope(StrEnum):
@@ -55,6 +55,11 @@ def parse_resource_path(
     if namespace is not None and not kind.namespaced:
         raise NotFound(f"{kind.plural} are cluster-scoped: drop /namespaces/{namespace} from "
                        "the path")
+    if namespace is not None:
+        try:
+            check_namespace(namespace, "namespace")
+        except InvalidObject as exc:  # nothing can live there, so listing it finds nothing
+            raise NotFound(f"{exc.message}, so it holds no {kind.plural}") from None
     if len(rest) == 1:
         return Target(kind, Scope.COLLECTION, namespace)
     if kind.namespaced and namespace is None:

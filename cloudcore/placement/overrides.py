@@ -180,7 +180,9 @@ def _tokens(pointer: str) -> list[str]:
 def _index(container: list[Any], token: str, *, allow_end: bool, where: str) -> int:
     if token == "-" and allow_end:
         return len(container)
-    if not token.isdigit() or (len(token) > 1 and token.startswith("0")):
+    # isascii(): isdigit() alone passes "²", which int() refuses with a ValueError that
+    # no caller expects (found by tests/fuzz).
+    if not (token.isascii() and token.isdigit()) or (len(token) > 1 and token.startswith("0")):
         raise OverrideError(f"{where}: {token!r} is not an array index")
     i = int(token)
     if i > len(container) or (i == len(container) and not allow_end):

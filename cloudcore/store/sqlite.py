@@ -32,7 +32,8 @@ Errors (all :class:`~protocol.errors.EdgefleetError`)::
     ├── StoreLocked        another process holds the file
     ├── StoreCorrupt       the file fails its integrity check or is not a database
     └── StoreClosed        the store was closed
-    plus NotFound, Conflict, AlreadyExists, Gone and TooLarge from protocol.errors
+    plus NotFound, Conflict, AlreadyExists, Gone and StoreFull (507: the file reached
+    ``max_db_bytes`` or the disk is full; the write is rolled back) from protocol.errors
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from protocol.errors import (
     Gone,
     InvalidObject,
     NotFound,
-    TooLarge,
+    StoreFull,
 )
 from protocol.events import EventType
 from protocol.resources import make_key, resource_version
@@ -501,10 +502,10 @@ class SqliteStore:
         pages_after = self._page_count()
         size_after = pages_after * self._page_size
         if pages_after > pages_before and size_after > self._max_db_bytes:
-            raise TooLarge(
-                f"store is full: this write would grow {self.path.name} to {size_after} "
-                f"bytes, past its limit of {self._max_db_bytes} bytes; delete objects "
-                "or raise the limit"
+            raise StoreFull(
+                f"store is full (cap {self._max_db_bytes} bytes): this write would grow "
+                f"{self.path.name} to {size_after} bytes; delete objects or raise the cap "
+                "(cloudcore config storeMaxBytes)"
             )
 
     # ------------------------------------------------------------------ watch
@@ -708,5 +709,5 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _translate(exc: sqlite3.Error, path: Path) -> EdgefleetError:
     if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        return TooLarge(f"store is full: the disk holding {path} has no space left ({exc})")
+        return StoreFull(f"store is full: the disk holding {path} has no space left ({exc})")
     return StoreError(f"store write to {path} failed: {exc}")

@@ -8,11 +8,15 @@ restart does not resend what nothing changed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from protocol.envelope import ObjectRef
+from protocol.errors import StoreFull
 from protocol.kinds.appreplicas import AppReplicaStatus
+
+log = logging.getLogger(__name__)
 
 ReportStatus = Callable[[ObjectRef, dict[str, Any]], None]
 """``report_status(ref, status)``: queue an object's latest status for the cloud
@@ -39,8 +43,14 @@ class ChangeOnlyReporter:
         body = status_body(status)
         if self._last.get(ref.key) == body:
             return False
+        try:
+            self._report(ref, body)
+        except StoreFull as exc:
+            # Not remembered: the next report of this object sends it again.  Raising
+            # would break the replica's supervision over a status message.
+            log.warning("edged: the status of %s was not queued: %s", ref.key, exc)
+            return False
         self._last[ref.key] = body
-        self._report(ref, body)
         self.sent += 1
         return True
 

@@ -34,11 +34,12 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgecore.meta import CacheEvent, MetaCache
 from edgecore.twin.store import DeviceRecord, TwinStore
 from protocol.envelope import ObjectRef
+from protocol.errors import StoreFull
 from protocol.events import EventType
 from protocol.kinds.devices import device_model_name, device_node
 from protocol.resources import make_key
@@ -87,9 +88,18 @@ DeviceListener = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], A
 Listened = Callable[[str], bool]
 
 DEFAULT_REPORT_CYCLE_MS = 1000
+_TOPIC_CACHE_LIMIT = 4096  # request topics whose parse is remembered (a few per device)
 DEFAULT_MAX_QUEUED = 16
 MAX_BATCH = 16
 STORE_FAILED = "the twin store could not save the change"
+
+class _RequestTopic(NamedTuple):
+    """A request topic, parsed once: what it asks, where it is answered, which device."""
+
+    match: TopicMatch
+    reply_to: str
+    key: str
+
 
 # A request's answer before it is published: a ready payload, or an update/state outcome
 # whose success depends on the batch's commit.
@@ -136,7 +146,11 @@ class DeviceTwins:
         self._upload_due: set[str] = set()  # changed for the cloud, not yet committed
         self._task: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._requests: deque[tuple[TopicMatch, bytes]] = deque()
+        self._requests: deque[tuple[_RequestTopic, bytes]] = deque()
+        # Per request topic: its parse, reply topic and device key; per device: its
+        # document and delta topics.  Every request used to parse and format them again.
+        self._request_topics: dict[str, _RequestTopic | None] = {}
+        self._follow_up_topics: dict[tuple[str, str], tuple[str, str]] = {}
         self._max_queued = max_queued
         self._has_requests = asyncio.Event()
         self._request_room = asyncio.Event()
@@ -299,14 +313,16 @@ class DeviceTwins:
 
     # ---- edge updates: MQTT and DMI ----------------------------------------------------
 
-    def _apply_update(self, namespace: str, name: str,
-                      request: TwinUpdateRequest) -> tuple[UpdateOutcome, str | None]:
+    def _apply_update(self, namespace: str, name: str, request: TwinUpdateRequest,
+                      *, parsed: bool = False) -> tuple[UpdateOutcome, str | None]:
         """Apply one twin update in memory; returns the outcome and the device's key if
-        its record changed (to be stored before anyone is told)."""
+        its record changed (to be stored before anyone is told).  ``parsed``: the request
+        comes from parse_update_request (its charset is checked)."""
         key = _key(namespace, name)
         device = self._devices.get(key)
         record = self._records.get(key) if device is not None else None
-        outcome = apply_edge_update(record.twin if record else None, request, self.now_ms())
+        outcome = apply_edge_update(record.twin if record else None, request, self.now_ms(),
+                                    charset_checked=parsed)
         if outcome.error is None and record is not None and device is not None:
             self._records[key] = DeviceRecord(outcome.twin, record.state, record.last_online)
             if outcome.changed:
@@ -331,37 +347,44 @@ class DeviceTwins:
             return outcome, key
         return outcome, None
 
-    def _commit(self, prior: Mapping[str, DeviceRecord | None]) -> bool:
+    def _commit(self, prior: Mapping[str, DeviceRecord | None]) -> TwinError | None:
         """Store the records of the keys in ``prior`` (their state before the change) in
         one transaction and schedule the uploads that are due.  On failure the records
-        go back to ``prior``, nothing is uploaded, and False is returned."""
+        go back to ``prior``, nothing is uploaded, and the error to answer is returned
+        (507 with the cap when the store is full)."""
         if not prior:
-            return True
+            return None
         try:
             self._store.save_many([(key, self._records[key]) for key in prior])
-        except Exception:
-            log.exception("twin: storing %d devices failed; their changes are undone",
-                          len(prior))
+        except Exception as exc:
+            if isinstance(exc, StoreFull):
+                log.warning("twin: %s; %d devices' changes refused", exc, len(prior))
+                failure = TwinError(TwinErrorCode.STORE_FULL, exc.message)
+            else:
+                log.exception("twin: storing %d devices failed; their changes are undone",
+                              len(prior))
+                failure = TwinError(TwinErrorCode.INTERNAL, STORE_FAILED)
             for key, record in prior.items():
                 self._upload_due.discard(key)
                 if record is None:
                     self._records.pop(key, None)
                 else:
                     self._records[key] = record
-            return False
+            return failure
         for key in prior:
             if key in self._upload_due:
                 self._upload_due.discard(key)
                 self._schedule_upload(key)
-        return True
+        return None
 
     def edge_update(self, namespace: str, name: str, request: TwinUpdateRequest) -> Any:
         """Apply one twin update (from a mapper); returns the outcome, already persisted
         when accepted (raises if it cannot be)."""
         prior = self._records.get(_key(namespace, name))
         outcome, changed = self._apply_update(namespace, name, request)
-        if changed is not None and not self._commit({changed: prior}):
-            raise TwinError(TwinErrorCode.INTERNAL, STORE_FAILED).to_exception()
+        failure = self._commit({changed: prior}) if changed is not None else None
+        if failure is not None:
+            raise failure.to_exception()
         return outcome
 
     async def report_status(self, namespace: str, name: str,
@@ -388,19 +411,27 @@ class DeviceTwins:
             namespace, name, StateUpdateRequest(event_id=_event_id(), timestamp=0, state=state))
         if outcome.error is not None:
             raise outcome.error.to_exception()
-        if changed is not None and not self._commit({changed: prior}):
-            raise TwinError(TwinErrorCode.INTERNAL, STORE_FAILED).to_exception()
+        failure = self._commit({changed: prior}) if changed is not None else None
+        if failure is not None:
+            raise failure.to_exception()
 
     def _follow_ups(self, namespace: str, name: str,
                     outcome: UpdateOutcome) -> list[tuple[str, bytes]]:
         """The document and delta an accepted update publishes, in that order."""
         out: list[tuple[str, bytes]] = []
-        topic = device_topic(namespace, name, TopicAction.TWIN_UPDATE_DOCUMENT)
+        topics = self._follow_up_topics.get((namespace, name))
+        if topics is None:
+            if len(self._follow_up_topics) >= _TOPIC_CACHE_LIMIT:
+                self._follow_up_topics.clear()
+            topics = self._follow_up_topics[namespace, name] = (
+                device_topic(namespace, name, TopicAction.TWIN_UPDATE_DOCUMENT),
+                device_topic(namespace, name, TopicAction.TWIN_UPDATE_DELTA))
+        topic = topics[0]
         if self._listened(topic):
             document = outcome.document_payload()
             if document is not None:
                 out.append((topic, document))
-        topic = device_topic(namespace, name, TopicAction.TWIN_UPDATE_DELTA)
+        topic = topics[1]
         if self._listened(topic):
             delta = outcome.delta_payload()
             if delta is not None:
@@ -411,18 +442,34 @@ class DeviceTwins:
 
     async def on_mqtt(self, topic: str, payload: bytes) -> None:
         """The bus handler: queue a request (waiting while the queue is full)."""
-        match = parse_topic(topic)
-        if match is None or reply_topic(match) is None:
-            return  # not a request
-        if match.node is not None and match.node != self.node:
-            return  # another node's membership
+        request = self._request_topic(topic)
+        if request is None:
+            return  # not a request, or another node's membership
         while len(self._requests) >= self._max_queued and not self._stopped:
             self._request_room.clear()
             await self._request_room.wait()
         if self._stopped:
             return
-        self._requests.append((match, payload))
+        self._requests.append((request, payload))
         self._has_requests.set()
+
+    def _request_topic(self, topic: str) -> _RequestTopic | None:
+        """A request topic's parse, where it is answered and its device's key; None for a
+        topic that is not a request of this node's."""
+        try:
+            return self._request_topics[topic]
+        except KeyError:
+            pass
+        match = parse_topic(topic)
+        reply_to = None if match is None else reply_topic(match)
+        found = None
+        if (match is not None and reply_to is not None
+                and (match.node is None or match.node == self.node)):
+            found = _RequestTopic(match, reply_to, _key(match.namespace or "", match.name or ""))
+        if len(self._request_topics) >= _TOPIC_CACHE_LIMIT:
+            self._request_topics.clear()
+        self._request_topics[topic] = found
+        return found
 
     async def _work(self) -> None:
         requests = self._requests
@@ -444,16 +491,13 @@ class DeviceTwins:
                 except Exception:
                     log.exception("twin: publishing to %s failed", topic)
 
-    def _answer_batch(self, batch: list[tuple[TopicMatch, bytes]]) -> list[tuple[str, bytes]]:
+    def _answer_batch(self, batch: list[tuple[_RequestTopic, bytes]]) -> list[tuple[str, bytes]]:
         """Apply every request, store what changed in one transaction, then return the
         replies to publish (nothing is answered before the commit)."""
         answers: list[tuple[TopicMatch, str, _Answer, str]] = []
         prior: dict[str, DeviceRecord | None] = {}
-        for match, payload in batch:
+        for (match, reply_to, key), payload in batch:
             try:
-                reply_to = reply_topic(match)
-                assert reply_to is not None  # on_mqtt queues requests only
-                key = _key(match.namespace or "", match.name or "")
                 before = self._records.get(key)
                 answer, changed = self._answer(match, payload)
                 if changed is not None and changed not in prior:
@@ -461,16 +505,16 @@ class DeviceTwins:
                 answers.append((match, reply_to, answer, key))
             except Exception:
                 log.exception("twin: handling a request on %s failed", match.action)
-        stored = self._commit(prior)
+        failure = self._commit(prior)
         replies: list[tuple[str, bytes]] = []
         for match, reply_to, answer, key in answers:
             if isinstance(answer, bytes):
                 if self._listened(reply_to):
                     replies.append((reply_to, answer))
                 continue
-            if not stored and key in prior:
+            if failure is not None and key in prior:
                 # Its device's changes in this batch were undone: none is acknowledged.
-                error = TwinError(TwinErrorCode.INTERNAL, STORE_FAILED, answer.result.event_id)
+                error = TwinError(failure.code, failure.reason, answer.result.event_id)
                 replies.append((reply_to, error.to_result(self.now_ms()).to_json()))
                 continue
             if self._listened(reply_to):
@@ -490,7 +534,7 @@ class DeviceTwins:
             request = parse_update_request(payload)
             if isinstance(request, TwinError):
                 return request.to_result(self.now_ms()).to_json(), None
-            return self._apply_update(ns, name, request)
+            return self._apply_update(ns, name, request, parsed=True)
         if match.action is TopicAction.STATE_UPDATE:
             state = parse_state_update(payload)
             if isinstance(state, TwinError):
@@ -538,14 +582,22 @@ class DeviceTwins:
         if record is None or device is None:
             return
         _, ns, name = key.split("/", 2)
-        status: dict[str, Any] = {
-            "twins": status_twins(record.twin, names=_reported_properties(device))}
+        reported = self._reported.get(key)
+        if reported is None:
+            reported = _reported_properties(device)
+        status: dict[str, Any] = {"twins": status_twins(record.twin, names=reported)}
         if record.state and record.state != "unknown":
             status["state"] = record.state
         if record.last_online:
             status["lastOnlineTime"] = record.last_online
-        self._upstream(ObjectRef(kind="Device", namespace=ns, name=name), status)
         self._last_upload[key] = self._clock()
+        try:
+            self._upstream(ObjectRef(kind="Device", namespace=ns, name=name), status)
+        except StoreFull as exc:
+            # The values are safe in the twin store; try again a report cycle later (the
+            # outbox drains as the cloud acks, and every resync queues them anyway).
+            log.warning("twin: the status of %s/%s waits: %s", ns, name, exc)
+            self._schedule_upload(key)
 
     def resync_all(self) -> None:
         """After a resync with the cloud: queue every device's full status again."""

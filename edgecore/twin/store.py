@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecore.dbcap import cap_size, is_full, store_full
 from protocol.twin import Twin, twin_from_json, twin_to_json
 
 
@@ -40,19 +41,26 @@ def _row(key: str, record: DeviceRecord) -> tuple[str, bytes, str, str]:
 
 
 class TwinStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None,
+                 max_bytes: int | None = None) -> None:
         self._db = conn
+        self.path = path or Path("twin.db")
+        self.max_bytes = max_bytes
 
     @classmethod
-    def open(cls, path: Path) -> TwinStore:
+    def open(cls, path: Path, max_bytes: int | None = None) -> TwinStore:
+        """Open (creating) the store at ``path``; with ``max_bytes`` the file stays at most
+        that size and a save that does not fit raises :class:`~protocol.errors.StoreFull`
+        having changed nothing."""
         conn = sqlite3.connect(path, isolation_level=None)
+        cap_size(conn, max_bytes)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("CREATE TABLE IF NOT EXISTS devices (key TEXT PRIMARY KEY, twin BLOB NOT NULL,"
                      " state TEXT NOT NULL, last_online TEXT NOT NULL)")
         conn.execute("CREATE TABLE IF NOT EXISTS mappers (protocol TEXT PRIMARY KEY,"
                      " info TEXT NOT NULL)")
-        return cls(conn)
+        return cls(conn, path, max_bytes)
 
     def load(self) -> dict[str, DeviceRecord]:
         return {
@@ -62,28 +70,37 @@ class TwinStore:
         }
 
     def save(self, key: str, record: DeviceRecord) -> None:
-        self._db.execute(_UPSERT, _row(key, record))
+        self.save_many([(key, record)])
 
     def save_many(self, records: Iterable[tuple[str, DeviceRecord]]) -> None:
-        """Save several devices in one transaction: all of them, or (raising) none."""
+        """Save several devices in one transaction: all of them, or (raising) none;
+        :class:`~protocol.errors.StoreFull` when they do not fit under the cap."""
         rows = [_row(key, record) for key, record in records]
         self._db.execute("BEGIN")
         try:
             self._db.executemany(_UPSERT, rows)
             self._db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
+            if is_full(exc):
+                raise store_full(self.path, self.max_bytes,
+                                 f"the twins of {len(rows)} device(s)") from exc
             raise
 
     def drop(self, key: str) -> None:
         self._db.execute("DELETE FROM devices WHERE key = ?", (key,))
 
     def save_mapper(self, info: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO mappers (protocol, info) VALUES (?, ?)"
-            " ON CONFLICT(protocol) DO UPDATE SET info=excluded.info",
-            (str(info["protocol"]), json.dumps(info)))
+        try:
+            self._db.execute(
+                "INSERT INTO mappers (protocol, info) VALUES (?, ?)"
+                " ON CONFLICT(protocol) DO UPDATE SET info=excluded.info",
+                (str(info["protocol"]), json.dumps(info)))
+        except sqlite3.Error as exc:
+            if is_full(exc):
+                raise store_full(self.path, self.max_bytes, "a mapper's registration") from exc
+            raise
 
     def mappers(self) -> list[dict[str, Any]]:
         return [json.loads(row[0]) for row in self._db.execute("SELECT info FROM mappers")]

@@ -135,6 +135,11 @@ _READ_FUNCTIONS = {
     RegisterKind.INPUT: "read_input_registers",
     RegisterKind.HOLDING: "read_holding_registers",
 }
+_FUNCTION_CODES = {"read_coils": 1, "read_discrete_inputs": 2, "read_holding_registers": 3,
+                   "read_input_registers": 4, "write_coil": 5, "write_register": 6,
+                   "write_registers": 16}
+"""What a reply to each request must carry: pymodbus decodes whatever function code
+comes back, so a unit answering 3 to a 4 would otherwise hand over the wrong table."""
 
 
 @dataclass(eq=False)
@@ -201,9 +206,13 @@ class Bus:
         reply = await self._submit(function, device_id, call, write=False)
         values = ([1 if bit else 0 for bit in list(reply.bits)[:count]] if kind.is_bits
                   else list(reply.registers))
-        if len(values) != count:  # a malformed reply: this request failed, not the device
-            raise BusError(f"{function} on unit {device_id} at {self.describe()}: asked for "
-                           f"{count} values, the reply holds {len(values)}")
+        if len(values) != count:
+            # A garbled reply, as one with a wrong function code: nothing this unit says
+            # can be trusted until it answers properly again.
+            self.stats.device_errors += 1
+            raise DeviceUnavailable(f"{function} on unit {device_id} at {self.describe()}: "
+                                    f"garbled reply: asked for {count} values, it holds "
+                                    f"{len(values)}")
         return values
 
     async def write_registers(self, device_id: int, offset: int,
@@ -310,7 +319,8 @@ class Bus:
             self.stats.device_errors += 1
             if not client.connected:  # pymodbus drops the link after repeated timeouts
                 self._disconnect()
-            raise DeviceUnavailable(f"{what}: no valid reply ({exc or 'timeout'})") from None
+            raise DeviceUnavailable(f"{what}: no valid reply within {self.endpoint.timeout:g} s "
+                                    f"({exc or 'timeout'})") from None
         finally:
             self.stats.in_flight -= 1
             self._last_reply_at = time.monotonic()
@@ -323,6 +333,11 @@ class Bus:
             self.stats.exception_replies += 1
             raise ExceptionReply(f"{what}: {name} (exception {code})", exception_code=code,
                                  function_code=reply.function_code & 0x7F)
+        expected = _FUNCTION_CODES.get(request.function)
+        if expected is not None and reply.function_code != expected:
+            self.stats.device_errors += 1
+            raise DeviceUnavailable(f"{what}: garbled reply: function code "
+                                    f"{reply.function_code}, expected {expected}")
         return reply
 
     # --- connection -------------------------------------------------------------------

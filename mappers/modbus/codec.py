@@ -24,7 +24,7 @@ import math
 import struct
 import sys
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, DecimalException, InvalidOperation
 from enum import StrEnum
 
 from protocol.errors import InvalidObject
@@ -238,7 +238,12 @@ def _parse_number(text: str, data_type: DataType) -> Decimal:
 def _encode_int(text: str, spec: ValueSpec) -> bytes:
     low, high, signed = _INT_RANGES[spec.data_type]
     wanted = _parse_number(text, spec.data_type)
-    raw = (wanted / _decimal(spec.scale)).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    unrounded = _divide(text, spec, wanted, low, high)
+    # quantize() cannot round a number of 28 digits or more: it would raise
+    # InvalidOperation for "1e28" (found by tests/fuzz).  No register holds 20 digits.
+    if unrounded.adjusted() >= 20:
+        raise CodecError(_range_message(text, spec, unrounded, low, high))
+    raw = unrounded.quantize(Decimal(1), rounding=ROUND_HALF_UP)
     if not low <= raw <= high:
         raise CodecError(_range_message(text, spec, raw, low, high))
     return int(raw).to_bytes(registers_needed(spec.data_type) * 2, "big", signed=signed)
@@ -246,11 +251,20 @@ def _encode_int(text: str, spec: ValueSpec) -> bytes:
 
 def _encode_float(text: str, spec: ValueSpec) -> bytes:
     wanted = _parse_number(text, spec.data_type)
-    raw = float(wanted / _decimal(spec.scale))
     largest = _FLOAT32_MAX if spec.data_type is DataType.FLOAT32 else sys.float_info.max
+    raw = float(_divide(text, spec, wanted, -largest, largest))
     if not -largest <= raw <= largest:  # also catches the inf of a Decimal beyond float64
         raise CodecError(_range_message(text, spec, raw, -largest, largest))
     return struct.pack(_FLOAT_FORMATS[spec.data_type], raw)
+
+
+def _divide(text: str, spec: ValueSpec, wanted: Decimal, low: object, high: object) -> Decimal:
+    """``wanted / scale``; a quotient beyond Decimal's exponent range ("1e999999999")
+    is out of range, not a crash."""
+    try:
+        return wanted / _decimal(spec.scale)
+    except DecimalException:
+        raise CodecError(_range_message(text, spec, "beyond any register", low, high)) from None
 
 
 def _range_message(text: str, spec: ValueSpec, raw: object, low: object, high: object) -> str:

@@ -163,7 +163,7 @@ class AppSpec(_Strict):
     def _check_env(self) -> None:
         seen: set[str] = set()
         for i, var in enumerate(self.env or ()):
-            if not _ENV_NAME.match(var.name):
+            if not _ENV_NAME.fullmatch(var.name):
                 raise InvalidObject(
                     f"{var.name!r} is not a valid environment variable name "
                     "(letters, digits, '_', '-' and '.', not starting with a digit)",
@@ -177,7 +177,7 @@ class AppSpec(_Strict):
         # Artifacts and config files share the working directory: no two may collide.
         targets: dict[str, str] = {}
         for i, art in enumerate(self.artifacts or ()):
-            if not _SHA256.match(art.sha256):
+            if not _SHA256.fullmatch(art.sha256):
                 raise InvalidObject(
                     "must be 64 lower-case hex digits (the artifact's SHA-256)",
                     field=f"spec.artifacts[{i}].sha256",

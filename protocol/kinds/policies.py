@@ -550,7 +550,7 @@ class PlaintextOverrider(_Strict):
     value: Any = None
 
     def check(self, path: str) -> None:
-        if not _POINTER.match(self.path):
+        if not _POINTER.fullmatch(self.path):
             raise InvalidObject("must be a JSON pointer such as /spec/args", field=f"{path}.path")
         if self.path in _IDENTITY or self.path.startswith("/status/"):
             raise InvalidObject(f"{self.path} cannot be overridden", field=f"{path}.path")
@@ -584,7 +584,7 @@ class Overriders(_Strict):
                 check_label_value(value, at)
         for i, env in enumerate(self.envOverrider or ()):
             for key in env.value or {}:
-                if not _ENV_NAME.match(key):
+                if not _ENV_NAME.fullmatch(key):
                     raise InvalidObject(f"{key!r} is not a valid environment variable name",
                                         field=f"{path}.envOverrider[{i}].value.{key}")
         for i, patch in enumerate(self.plaintext or ()):

@@ -3,7 +3,6 @@ simulator and mapper-modbus over DMI (done-when 1 and 2 of the device-plane issu
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
@@ -13,9 +12,16 @@ from typing import Any
 
 import pytest
 import yaml
-from pymodbus.client import AsyncModbusTcpClient
 
-from tests.harness import Cloud, Edge, command, reported, wait_until
+from tests.harness import (
+    Cloud,
+    Edge,
+    command,
+    holding_register,
+    reported,
+    reported_at,
+    wait_until,
+)
 
 pytestmark = pytest.mark.system
 
@@ -53,26 +59,6 @@ def _reported(cloud: Cloud, prop: str) -> str | None:
     return reported(cloud, "thermostat-1", prop)
 
 
-def _reported_at(cloud: Cloud, prop: str) -> int:
-    """When the cloud's reported value of ``prop`` was read at the edge (ms), 0 if none."""
-    for twin in (cloud.get("Device", "thermostat-1").get("status") or {}).get("twins") or []:
-        if twin["propertyName"] == prop and twin.get("reported"):
-            return int(twin["reported"]["metadata"]["timestamp"])
-    return 0
-
-
-def _holding_register(port: int) -> int:
-    async def read() -> int:
-        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2)
-        await client.connect()
-        try:
-            reply = await client.read_holding_registers(0, count=1, device_id=1)
-            return int(reply.registers[0])
-        finally:
-            client.close()
-    return asyncio.run(read())
-
-
 def test_reported_values_reach_the_cloud_and_twin_set_reaches_the_device(
     cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],
     procs: list[Any], simulator: int, simulator_proc: subprocess.Popen[str], tmp_path: Path,
@@ -100,7 +86,7 @@ def test_reported_values_reach_the_cloud_and_twin_set_reaches_the_device(
             [*command("efctl"), "--config", str(cloud.efctl_config), "twin", "set",
              "thermostat-1", "setpoint=25"], capture_output=True, text=True, timeout=30)
         assert efctl.returncode == 0, efctl.stderr
-        wait_until(lambda: _holding_register(simulator) == 25, 15,
+        wait_until(lambda: holding_register(simulator) == 25, 15,
                    what="the simulator's setpoint register to read 25")
         wait_until(lambda: _reported(cloud, "setpoint") == "25", 15,
                    what="reported setpoint 25 in the cloud")
@@ -177,7 +163,7 @@ def test_the_edge_keeps_working_without_the_cloud_and_reconciles_after(
         # The cloud comes back: the latest local values arrive.
         cloud.start()
         edge.wait_synced(after=1)
-        wait_until(lambda: _reported_at(cloud, "temperature") > first, 20,
+        wait_until(lambda: reported_at(cloud, "thermostat-1", "temperature") > first, 20,
                    what="readings taken while the cloud was down, in the cloud")
         assert local  # a reading existed locally while the cloud was away
 
@@ -188,7 +174,7 @@ def test_the_edge_keeps_working_without_the_cloud_and_reconciles_after(
              "thermostat-1", "setpoint=19"], capture_output=True, text=True, timeout=30)
         assert efctl.returncode == 0, efctl.stderr
         edge.start()
-        wait_until(lambda: _holding_register(simulator) == 19, 30,
+        wait_until(lambda: holding_register(simulator) == 19, 30,
                    what="the desired value set while the edge was away, on the device")
         wait_until(lambda: _reported(cloud, "setpoint") == "19", 20, what="reported 19")
     finally:

@@ -22,8 +22,11 @@ import uvicorn
 from certs.ca import CertAuthority, ensure_server_cert, load_or_create_ca, make_token_secret
 from certs.tokens import make_join_token
 from cloudcore.api import build_api
+from cloudcore.api.audit import AuditLog
+from cloudcore.api.throttle import TokenThrottle
 from cloudcore.artifacts import ArtifactStore
 from cloudcore.auth import Role, TokenAuth
+from cloudcore.revocation import NodeRevoker
 from cloudcore.store.sqlite import SqliteStore
 from tests.integration.api.api_objects import node
 
@@ -51,6 +54,7 @@ class RunningApi:
     auth: TokenAuth
     join_tokens: JoinTokens
     loop: asyncio.AbstractEventLoop
+    audit_path: Path
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine (e.g. a direct store call) on the server's loop."""
@@ -80,7 +84,8 @@ class RunningApi:
 @contextmanager
 def running_api(
     tmp_path: Path, *, max_body_bytes: int = 1_048_576, history_limit: int = 100_000,
-    artifacts: ArtifactStore | None = None,
+    artifacts: ArtifactStore | None = None, throttle: TokenThrottle | None = None,
+    revoker: NodeRevoker | None = None,
 ) -> Iterator[RunningApi]:
     pki = tmp_path / "pki"
     ca = load_or_create_ca(pki)
@@ -108,7 +113,8 @@ def running_api(
             opened.set()
             raise
         app = build_api(store, auth, join_tokens, max_body_bytes=max_body_bytes,
-                        artifacts=artifacts)
+                        artifacts=artifacts, audit=AuditLog(tmp_path / "audit.log"),
+                        throttle=throttle, revoker=revoker)
         config = uvicorn.Config(
             app, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning",
             lifespan="off", timeout_graceful_shutdown=2,
@@ -129,6 +135,7 @@ def running_api(
     api = RunningApi(
         url=f"https://127.0.0.1:{port}", ca_pem=ca.cert_pem.decode(), admin_token=admin_token,
         store=ready["store"], auth=auth, join_tokens=join_tokens, loop=loop,
+        audit_path=tmp_path / "audit.log",
     )
     _wait_healthy(api)
     try:

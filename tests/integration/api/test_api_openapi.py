@@ -57,6 +57,7 @@ def test_openapi_lists_every_kind_with_its_verbs(api: RunningApi) -> None:
             spec = resolve(doc, schema["properties"]["spec"]["$ref"])
             assert set(spec["properties"]) == set(kind.spec_model.model_fields)
     assert "/auth/users" in paths and "/auth/jointokens" in paths
+    assert "post" in paths["/auth/nodes/{name}/revoke"]
 
 
 def test_openapi_references_all_resolve_and_errors_are_status(api: RunningApi) -> None:

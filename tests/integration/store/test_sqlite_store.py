@@ -17,7 +17,7 @@ import protocol.kinds  # noqa: F401  (registers Node)
 from cloudcore.store import sqlite as sqlite_module
 from cloudcore.store.base import Store, WatchEvent
 from cloudcore.store.sqlite import SqliteStore, StoreClosed, StoreCorrupt, StoreLocked
-from protocol.errors import AlreadyExists, Conflict, Gone, NotFound, TooLarge
+from protocol.errors import AlreadyExists, Conflict, Gone, NotFound, StoreFull
 from protocol.events import EventType
 from protocol.resources import REGISTRY, KindInfo, register, validate_object
 from protocol.selectors import parse_selector
@@ -489,18 +489,18 @@ async def test_a_full_store_refuses_writes_and_changes_nothing(tmp_path: Path) -
     store = SqliteStore.open(path, history_limit=3, max_db_bytes=96 * 1024)
     padding = "x" * 3000
     written = 0
-    with pytest.raises(TooLarge) as caught:
+    with pytest.raises(StoreFull) as caught:
         for i in range(100):
             await store.apply(probe(f"p{i}", spec={"padding": padding}))
             written += 1
-    assert caught.value.message.startswith("store is full: ")
+    assert caught.value.message.startswith("store is full (cap 98304 bytes): ")
     assert 5 < written < 100
     before_rv = store.current_rv()
     before_items, _ = await store.list(PROBE)
     assert len(before_items) == written
     with pytest.raises(NotFound):
         await store.get(PROBE, "default", f"p{written}")
-    with pytest.raises(TooLarge):
+    with pytest.raises(StoreFull):
         await store.update_status(PROBE, "default", "p0", {"padding": padding * 4})
     assert store.current_rv() == before_rv
     assert (await store.list(PROBE))[0] == before_items

@@ -14,7 +14,7 @@ import pytest
 import protocol.kinds  # noqa: F401  (registers Node)
 from cloudcore.store.base import Apply, Create, Delete, UpdateStatus, WatchEvent
 from cloudcore.store.sqlite import SqliteStore
-from protocol.errors import AlreadyExists, Conflict, InvalidObject, NotFound, TooLarge
+from protocol.errors import AlreadyExists, Conflict, InvalidObject, NotFound, StoreFull
 from protocol.events import EventType
 from protocol.resources import validate_object
 
@@ -133,7 +133,7 @@ async def test_a_batch_that_would_overfill_the_store_writes_nothing(tmp_path: Pa
         return validate_object({"apiVersion": "v1", "kind": "Node", "spec": {},
                                 "metadata": {"name": name, "annotations": {"pad": padding}}})[1]
 
-    with pytest.raises(TooLarge):
+    with pytest.raises(StoreFull):
         await store.write_many([Create(padded(f"n{i}")) for i in range(100)])
     assert store.current_rv() == 0
     assert await store.list("Node") == ([], 0)

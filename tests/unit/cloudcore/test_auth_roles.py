@@ -37,10 +37,11 @@ def test_viewer_writes_nothing() -> None:
     assert not allowed(Role.VIEWER, Verb.CREATE, None)
 
 
-def test_operator_writes_every_kind_but_node_and_no_status() -> None:
+def test_operator_writes_workloads_and_devices_but_not_fleet_or_policy_kinds() -> None:
+    fleet_and_policy = {"Node", "NodeGroup", "PropagationPolicy", "OverridePolicy", "Queue"}
     for kind in REGISTRY.all():
         for verb in WRITES:
-            assert allowed(Role.OPERATOR, verb, kind) == (kind.kind != "Node")
+            assert allowed(Role.OPERATOR, verb, kind) == (kind.kind not in fleet_and_policy)
         assert not allowed(Role.OPERATOR, Verb.UPDATE_STATUS, kind)
     assert not allowed(Role.OPERATOR, Verb.CREATE, None)
 

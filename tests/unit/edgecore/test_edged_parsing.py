@@ -10,6 +10,7 @@ from edgecore.edged.leftovers import parse_stat
 from edgecore.edged.memory import own_cgroup_v2_dir
 from edgecore.edged.reporting import ChangeOnlyReporter
 from protocol.envelope import ObjectRef
+from protocol.errors import StoreFull
 from protocol.kinds.appreplicas import AppReplicaSpec, AppReplicaStatus
 from protocol.kinds.apps import ReplicaPhase
 
@@ -102,6 +103,24 @@ def test_status_is_reported_only_when_it_changed() -> None:
         {"phase": "Running", "restarts": 0, "startTime": "2024-01-01T00:00:00Z"},
         {"phase": "Running", "restarts": 1, "startTime": "2024-01-01T00:00:00Z"},
     ]
+
+
+def test_a_status_the_full_outbox_refused_is_sent_by_the_next_report() -> None:
+    sent: list[dict[str, Any]] = []
+    full = [True]
+
+    def report(_ref: ObjectRef, status: dict[str, Any]) -> None:
+        if full[0]:
+            raise StoreFull("store is full (cap 32768 bytes)")
+        sent.append(status)
+
+    reporter = ChangeOnlyReporter(report)
+    ref = ObjectRef(kind="AppReplica", namespace="default", name="a-0")
+    running = AppReplicaStatus(phase=ReplicaPhase.RUNNING)
+    assert not reporter.report(ref, running)  # refused, and not taken for sent
+    full[0] = False
+    assert reporter.report(ref, running)
+    assert sent == [{"phase": "Running", "restarts": 0}]
 
 
 def test_what_the_cloud_already_holds_is_not_sent_again() -> None:
