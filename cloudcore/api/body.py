@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.errors import BadRequest, TooLarge
-from protocol.jsondepth import MAX_DEPTH, too_deep
+from protocol.jsondepth import MAX_DEPTH, lone_surrogate, may_hold_surrogates, too_deep
 
 
 def _too_large(limit: int) -> TooLarge:
@@ -84,6 +84,9 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if too_deep(body):  # stored, it could not be sent on to a node
         raise BadRequest(f"request body is nested more than {MAX_DEPTH} levels deep")
+    if may_hold_surrogates(raw) and lone_surrogate(body):
+        raise BadRequest("request body holds a lone UTF-16 surrogate (\\uD800-\\uDFFF), "
+                         "which is not text")
     return body
 
 
@@ -94,9 +97,10 @@ def _reject_constant(name: str) -> Any:
 
 
 async def read_json_object(request: Request, *, required: bool = True) -> dict[str, Any] | None:
+    raw = await request.body()
     body = await read_json(request, required=required)
-    if body is None:
-        return None
+    if body is None and not (required and raw.strip()):
+        return None  # no body where none is needed (a JSON null body is still refused)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body

@@ -98,9 +98,16 @@ def _constrain_metadata(meta: dict[str, Any]) -> None:
     ]}
 
 
-def _object_schema(kind: KindInfo, refs: dict[type[BaseModel], Any]) -> dict[str, Any]:
+def _object_schema(kind: KindInfo, refs: dict[type[BaseModel], Any], *,
+                   request: bool = False) -> dict[str, Any]:
+    """The kind's objects as the API answers them or, with ``request``, as a create or
+    apply body: there ``status`` may be anything, because it is dropped unread (only the
+    system writes status, through ``/status``), as Kubernetes does."""
     spec = refs[kind.spec_model] if kind.spec_model else {"type": "object"}
     status = refs[kind.status_model] if kind.status_model else {"type": "object"}
+    if request:
+        status = {"description": "ignored: status is written through the /status "
+                                 "subresource"}
     props: dict[str, Any] = {
         "apiVersion": {"type": "string", "const": kind.api_version},
         "kind": {"type": "string", "const": kind.kind},
@@ -221,7 +228,8 @@ def _kind_paths(kind: KindInfo, status_schema: dict[str, Any]) -> dict[str, dict
         collection_ops["post"] = {
             "operationId": f"create{kind.kind}",
             "summary": f"create a {kind.kind}",
-            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(obj)}}},
+            "requestBody": {"required": True,
+                            "content": {JSON: {"schema": _ref(_schema_name(kind, "Apply"))}}},
             "responses": {
                 "201": _json_body(_ref(obj), "created"),
                 **_errors("400", "401", "403", "404", "409", "413", "422"),
@@ -248,7 +256,8 @@ def _kind_paths(kind: KindInfo, status_schema: dict[str, Any]) -> dict[str, dict
             "operationId": f"apply{kind.kind}",
             "summary": "create or update; a non-empty metadata.resourceVersion is a "
                        "precondition",
-            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(obj)}}},
+            "requestBody": {"required": True,
+                            "content": {JSON: {"schema": _ref(_schema_name(kind, "Apply"))}}},
             "responses": {
                 "200": _json_body(_ref(obj), "updated (or unchanged)"),
                 "201": _json_body(_ref(obj), "created"),
@@ -370,6 +379,7 @@ def build_openapi(registry: KindRegistry = REGISTRY, *, version: str = "0.1.0") 
     paths: dict[str, dict[str, Any]] = {**_public_paths(), **_auth_paths()}
     for kind in kinds:
         schemas[_schema_name(kind)] = _object_schema(kind, refs)
+        schemas[_schema_name(kind, "Apply")] = _object_schema(kind, refs, request=True)
         schemas[_schema_name(kind, "List")] = _list_schema(kind)
         schemas[_schema_name(kind, "WatchEvent")] = _watch_event_schema(kind)
         status_schema = refs[kind.status_model] if kind.status_model else {"type": "object"}

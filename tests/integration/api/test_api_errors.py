@@ -39,7 +39,9 @@ def test_invalid_field_type_is_422_naming_the_field(api: RunningApi) -> None:
 
 
 @pytest.mark.parametrize("payload", [b"{not json", b"[1, 2]", b"", b"\xff\xfe", b"[" * 100_000,
-                                     b'{"a": NaN}'])
+                                     b'{"a": NaN}', b"null",
+                                     # a lone surrogate: JSON syntax, but not text (tests/fuzz)
+                                     b'{"metadata": {"name": "d1", "labels": {"x": "\\udc00"}}}'])
 def test_malformed_bodies_are_400(api: RunningApi, payload: bytes) -> None:
     with api.admin() as c:
         r = c.put(devices_path(name="d1"), content=payload,

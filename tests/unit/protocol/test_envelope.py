@@ -44,6 +44,15 @@ def test_a_deeply_nested_frame_is_a_decode_error_not_a_crash() -> None:
         wire.decode("[" * 100_000 + "]" * 100_000)
 
 
+def test_a_lone_surrogate_is_a_decode_error_and_a_surrogate_pair_is_text() -> None:
+    # Found by tests/fuzz: "\ud800" parses, and then no UTF-8 encoder can send it on.
+    with pytest.raises(FrameDecodeError, match="lone UTF-16 surrogate"):
+        wire.decode('{"id": "a", "ts": 1, "op": "ack", "body": {"k\\ud800": 1}}')
+    env = wire.decode('{"id": "a", "ts": 1, "op": "ack", "body": {"v": "\\ud83d\\ude00"}}')
+    assert env.body == {"v": "\U0001f600"}
+    assert wire.decode(wire.encode(env)) == env
+
+
 def test_body_validation_names_the_body_field() -> None:
     env = wire.make(Op.SYNC, ts=1, body={"holdings": {"Device/default/a": "many"}})
     with pytest.raises(FrameDecodeError) as info:
