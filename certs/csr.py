@@ -43,6 +43,11 @@ def cert_validity(cert_pem: bytes) -> tuple[datetime, datetime]:
     return cert.not_valid_before_utc, cert.not_valid_after_utc
 
 
+def cert_serial(cert_pem: bytes) -> int:
+    """The serial number of a PEM certificate."""
+    return int(_load(cert_pem).serial_number)
+
+
 def cert_common_name(cert_pem: bytes) -> str:
     """The subject CN of a PEM certificate (CertError if it has none or several)."""
     names = [a.value for a in _load(cert_pem).subject.get_attributes_for_oid(NameOID.COMMON_NAME)]

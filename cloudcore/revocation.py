@@ -31,8 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
+from certs.csr import cert_serial, cert_validity
 from cloudcore.privatedb import open_private_db
 from protocol.errors import NotFound
 
@@ -61,8 +60,7 @@ def peer_serial(peercert: dict[str, Any] | None) -> int | None:
 
 def certificate_serial(cert_pem: bytes) -> tuple[int, datetime]:
     """(serial, notAfter) of a PEM certificate the cloud has just signed."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    return cert.serial_number, cert.not_valid_after_utc
+    return cert_serial(cert_pem), cert_validity(cert_pem)[1]
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -22,7 +22,13 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocol.errors import FrameDecodeError
-from protocol.jsondepth import MAX_DEPTH, lone_surrogate, may_hold_surrogates, too_deep
+from protocol.jsondepth import (
+    MAX_DEPTH,
+    lone_surrogate,
+    may_be_too_deep,
+    may_hold_surrogates,
+    too_deep,
+)
 from protocol.kinds.core import NodeStatus
 from protocol.resources import ObjectKey, make_key, pydantic_path
 from protocol.routes import Encoding
@@ -112,7 +118,7 @@ def decode(data: str | bytes) -> Envelope:
         raise FrameDecodeError("frame is nested too deeply") from None
     if not isinstance(raw, dict):
         raise FrameDecodeError("frame must be a JSON object")
-    if too_deep(raw):
+    if may_be_too_deep(data) and too_deep(raw):
         raise FrameDecodeError(f"frame is nested more than {MAX_DEPTH} levels deep")
     if may_hold_surrogates(data) and lone_surrogate(raw):
         raise FrameDecodeError("frame holds a lone UTF-16 surrogate (\\uD800-\\uDFFF), "

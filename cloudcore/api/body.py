@@ -18,7 +18,13 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.errors import BadRequest, TooLarge
-from protocol.jsondepth import MAX_DEPTH, lone_surrogate, may_hold_surrogates, too_deep
+from protocol.jsondepth import (
+    MAX_DEPTH,
+    lone_surrogate,
+    may_be_too_deep,
+    may_hold_surrogates,
+    too_deep,
+)
 
 
 def _too_large(limit: int) -> TooLarge:
@@ -82,7 +88,7 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
         raise BadRequest("request body is nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal with thousands of digits
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if too_deep(body):  # stored, it could not be sent on to a node
+    if may_be_too_deep(raw) and too_deep(body):  # stored, it could not be sent on to a node
         raise BadRequest(f"request body is nested more than {MAX_DEPTH} levels deep")
     if may_hold_surrogates(raw) and lone_surrogate(body):
         raise BadRequest("request body holds a lone UTF-16 surrogate (\\uD800-\\uDFFF), "

@@ -95,6 +95,19 @@ class PahoPeer:
         await asyncio.to_thread(self.client.loop_stop)
 
 
+class Inbox:
+    """A handler that records what it gets."""
+
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+    async def __call__(self, topic: str, payload: bytes) -> None:
+        self.got.put_nowait((topic, payload))
+
+    async def next(self) -> tuple[str, bytes]:
+        return await asyncio.wait_for(self.got.get(), 10)
+
+
 def _resolve(fut: asyncio.Future[T], value: T) -> None:
     if not fut.done():
         fut.set_result(value)

@@ -12,7 +12,7 @@ import pytest
 from edgecore.eventbus.broker import BrokerConfig, EmbeddedBroker, set_password
 from edgecore.eventbus.client import BusClient
 from protocol.errors import Forbidden
-from tests.integration.eventbus.peers import PahoPeer, eventually
+from tests.integration.eventbus.peers import Inbox, PahoPeer, eventually
 from tests.mosquitto import Mosquitto, free_port
 
 Peers = Callable[..., PahoPeer]
@@ -20,19 +20,6 @@ Clients = Callable[..., BusClient]
 
 TWIN_UPDATE = "$hw/events/device/default/thermo-1/twin/update"
 TWIN_RESULT = "$hw/events/device/default/thermo-1/twin/update/result"
-
-
-class Inbox:
-    """A handler that records what it gets."""
-
-    def __init__(self) -> None:
-        self.got: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-
-    async def __call__(self, topic: str, payload: bytes) -> None:
-        self.got.put_nowait((topic, payload))
-
-    async def next(self) -> tuple[str, bytes]:
-        return await asyncio.wait_for(self.got.get(), 10)
 
 
 def _url(port: int) -> str:

@@ -14,23 +14,12 @@ import pytest
 from edgecore.eventbus import start_eventbus, stop_eventbus
 from edgecore.eventbus.broker import BrokerConfig, EmbeddedBroker
 from edgecore.eventbus.local import LocalBus
-from tests.integration.eventbus.peers import PahoPeer, eventually
+from tests.integration.eventbus.peers import Inbox, PahoPeer, eventually
 
 Peers = Callable[..., PahoPeer]
 
 UPDATE = "$hw/events/device/default/thermo-1/twin/update"
 RESULT = "$hw/events/device/default/thermo-1/twin/update/result"
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.got: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-
-    async def __call__(self, topic: str, payload: bytes) -> None:
-        self.got.put_nowait((topic, payload))
-
-    async def next(self) -> tuple[str, bytes]:
-        return await asyncio.wait_for(self.got.get(), 10)
 
 
 async def _start(config: BrokerConfig | None = None,

@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,13 @@ import pytest
 
 import protocol.kinds  # noqa: F401  (registers Node)
 from cloudcore.store import sqlite as sqlite_module
-from cloudcore.store.base import Store, WatchEvent
+from cloudcore.store.base import Store
 from cloudcore.store.sqlite import SqliteStore, StoreClosed, StoreCorrupt, StoreLocked
 from protocol.errors import AlreadyExists, Conflict, Gone, NotFound, StoreFull
 from protocol.events import EventType
 from protocol.resources import REGISTRY, KindInfo, register, validate_object
 from protocol.selectors import parse_selector
+from tests.integration.store.storetools import collect, rv_of
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -51,25 +51,6 @@ def probe(name: str, namespace: str | None = None, *, labels: dict[str, str] | N
     obj = {"apiVersion": "test.edgefleet.io/v1", "kind": PROBE, "metadata": meta,
            "spec": spec or {}}
     return validate_object(obj)[1]
-
-
-def rv_of(obj: dict[str, Any]) -> int:
-    return int(obj["metadata"]["resourceVersion"])
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore.open(tmp_path / "store.db")
-    yield opened
-    await opened.close()
-
-
-async def collect(stream: AsyncIterator[WatchEvent], count: int) -> list[WatchEvent]:
-    out: list[WatchEvent] = []
-    async with asyncio.timeout(10):
-        while len(out) < count:
-            out.append(await anext(stream))
-    return out
 
 
 async def test_sqlite_store_satisfies_the_store_interface(tmp_path: Path) -> None:

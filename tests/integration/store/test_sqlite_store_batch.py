@@ -4,19 +4,18 @@ watch event per change, and all or nothing when the transaction itself fails."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import protocol.kinds  # noqa: F401  (registers Node)
-from cloudcore.store.base import Apply, Create, Delete, UpdateStatus, WatchEvent
+from cloudcore.store.base import Apply, Create, Delete, UpdateStatus
 from cloudcore.store.sqlite import SqliteStore
 from protocol.errors import AlreadyExists, Conflict, InvalidObject, NotFound, StoreFull
 from protocol.events import EventType
 from protocol.resources import validate_object
+from tests.integration.store.storetools import collect, rv_of
 
 
 def node(name: str, *, labels: dict[str, str] | None = None,
@@ -26,25 +25,6 @@ def node(name: str, *, labels: dict[str, str] | None = None,
         meta["labels"] = labels
     return validate_object({"apiVersion": "v1", "kind": "Node", "metadata": meta,
                             "spec": spec or {}})[1]
-
-
-def rv_of(obj: dict[str, Any]) -> int:
-    return int(obj["metadata"]["resourceVersion"])
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore.open(tmp_path / "store.db")
-    yield opened
-    await opened.close()
-
-
-async def collect(stream: AsyncIterator[WatchEvent], count: int) -> list[WatchEvent]:
-    out: list[WatchEvent] = []
-    async with asyncio.timeout(10):
-        while len(out) < count:
-            out.append(await anext(stream))
-    return out
 
 
 async def test_a_batch_commits_every_write_with_its_own_version_and_event(
