@@ -39,11 +39,12 @@ from websockets.http11 import Request, Response
 from certs.tls import peer_common_name
 from cloudcore.dispatch import Dispatcher
 from cloudcore.revocation import peer_serial
-from cloudcore.store.base import Store
+from cloudcore.store.base import Store, UpdateStatus
 from protocol import envelope as wire
 from protocol.downstream import DownstreamQueue
 from protocol.envelope import Envelope, Op
 from protocol.errors import (
+    TRANSIENT_CODES,
     BadRequest,
     EdgefleetError,
     Forbidden,
@@ -308,6 +309,9 @@ class Hub:
         parent: str | None = None
         try:
             if len(frame) > self.cfg.max_frame_bytes:
+                # Not decoded (that is the point), but its id is named when it leads the
+                # frame, as ours do: the edge then knows which message was too large.
+                parent = wire.leading_id(frame)
                 raise TooLarge(f"frame of {len(frame)} bytes exceeds the limit of "
                                f"{self.cfg.max_frame_bytes}")
             env = wire.decode(frame)
@@ -324,7 +328,10 @@ class Hub:
                 if not session.answer(env):
                     log.warning("node %s reported an error: %s", session.node, env.body)
                 return
-            if not session.bucket.allow(asyncio.get_running_loop().time()):
+            # A statuses frame costs what its statuses would alone (at most the burst,
+            # or a big one could never pass).
+            cost = min(_items_in(env), session.bucket.burst)
+            if not session.bucket.allow(asyncio.get_running_loop().time(), cost):
                 raise RateLimited(f"node {session.node} exceeds "
                                   f"{self.cfg.messages_per_second:g} messages/s")
             await self._dispatch_upstream(session, env)
@@ -347,6 +354,11 @@ class Hub:
         elif env.op is Op.STATUS:
             await self._write_status(session, env)
             await session.send(wire.make(Op.ACK, ts=now_ms(), parent_id=env.id))
+        elif env.op is Op.STATUSES:
+            refused = await self._write_statuses(session, env)
+            body = None if not refused else wire.StatusesAckBody(refused=refused).model_dump(
+                exclude_none=True)
+            await session.send(wire.make(Op.ACK, ts=now_ms(), parent_id=env.id, body=body))
         elif env.op is Op.MESSAGE and self._on_message is not None:
             # The router answers (ack once delivered) when it has handled the message.
             await self._on_message(session, env)
@@ -367,21 +379,68 @@ class Hub:
     async def _write_status(self, session: NodeSession, env: Envelope) -> None:
         if env.ref is None:
             raise BadRequest("a status write needs ref", field="ref")
-        owner = STATUS_OWNERS.get(env.ref.kind)
-        if owner is None:
-            raise Forbidden(f"nodes may not write the status of {env.ref.kind} objects",
-                            field="ref.kind")
-        info = REGISTRY.by_kind(env.ref.kind)
         body = wire.decode_body(env, wire.StatusBody)
+        write = await self._checked_status(session.node, env.ref, body.status)
+        await self._store.update_status(write.kind, write.namespace, write.name, write.status)
+
+    async def _write_statuses(self, session: NodeSession,
+                              env: Envelope) -> list[wire.RefusedItem]:
+        """Write the statuses of a ``statuses`` frame in one transaction; returns those
+        refused one by one (the others are written).  A failure of the transaction itself
+        (store full, unavailable) raises: nothing was written, the edge resends them."""
+        items = wire.decode_body(env, wire.StatusesBody).items
+        refused: list[wire.RefusedItem] = []
+        writes: list[UpdateStatus] = []
+        written: list[str] = []
+        for i, item in enumerate(items):
+            try:
+                writes.append(await self._checked_status(session.node, item.ref, item.status))
+                written.append(item.id)
+            except EdgefleetError as exc:
+                if exc.code in TRANSIENT_CODES:
+                    raise  # not this item's fault: the whole frame waits and comes again
+                refused.append(_refusal(item.id, exc, f"body.items[{i}]"))
+        results = await self._store.write_many(writes) if writes else []
+        for item_id, result in zip(written, results, strict=True):
+            if isinstance(result, EdgefleetError):
+                refused.append(_refusal(item_id, result, None))
+        if refused:
+            log.warning("node %s: %d of %d statuses refused, first: %s", session.node,
+                        len(refused), len(items), refused[0].message)
+        return refused
+
+    async def _checked_status(self, node: str, ref: wire.ObjectRef,
+                              status: dict[str, Any]) -> UpdateStatus:
+        """The status write ``node`` asks for, once it may make it: the kind is one
+        nodes write, the object exists and is the node's, and the status is valid."""
+        owner = STATUS_OWNERS.get(ref.kind)
+        if owner is None:
+            raise Forbidden(f"nodes may not write the status of {ref.kind} objects",
+                            field="ref.kind")
+        info = REGISTRY.by_kind(ref.kind)
         try:
-            obj = await self._store.get(info.kind, env.ref.namespace, env.ref.name)
+            obj = await self._store.get(info.kind, ref.namespace, ref.name)
         except NotFound:
-            raise NotFound(f"{env.ref.key} does not exist", field="ref") from None
-        if not owner(session.node, obj):
-            raise Forbidden(f"node {session.node} may not write the status of {env.ref.key}",
+            raise NotFound(f"{ref.key} does not exist", field="ref") from None
+        if not owner(node, obj):
+            raise Forbidden(f"node {node} may not write the status of {ref.key}",
                             field="ref")
-        status = validate_status(info, body.status)
-        await self._store.update_status(info.kind, env.ref.namespace, env.ref.name, status)
+        return UpdateStatus(info.kind, ref.namespace, ref.name, validate_status(info, status))
+
+
+def _items_in(env: Envelope) -> int:
+    """How many messages a frame stands for (a ``statuses`` frame: its items)."""
+    if env.op is Op.STATUSES and isinstance(env.body, dict):
+        items = env.body.get("items")
+        if isinstance(items, list) and items:
+            return len(items)
+    return 1
+
+
+def _refusal(item_id: str, exc: EdgefleetError, where: str | None) -> wire.RefusedItem:
+    field = exc.field if where is None or exc.field is None else f"{where}.{exc.field}"
+    return wire.RefusedItem(id=item_id, code=exc.code, reason=exc.reason,
+                            message=exc.message, field=field or where)
 
 
 __all__ = ["CLOSE_REPLACED", "CLOSE_REVOKED", "CLOSE_UNKNOWN_NODE", "FrameDecodeError", "Hub",

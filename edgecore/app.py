@@ -78,7 +78,7 @@ class EdgeCore:
             log.info("EventBus: %s", f"embedded broker on {self._mqtt_listen[0]}:"
                      f"{broker.bound_port}" if broker else f"external broker {self._mqtt_url}")
             twins = DeviceTwins(self.cfg.nodeName, cache, twin_store, publish=bus.publish,
-                                upstream=hub.report_status, listened=bus.has_subscribers)
+                                upstream=hub.report_statuses, listened=bus.has_subscribers)
             hub.on_synced.append(twins.resync_all)
             for topic_filter in twins.subscriptions():
                 await bus.subscribe(topic_filter, twins.on_mqtt)

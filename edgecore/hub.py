@@ -31,7 +31,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,19 +51,32 @@ from edgecore.certstate import (
 from edgecore.config import EdgeConfig, EdgePaths
 from edgecore.meta import MetaCache
 from edgecore.nodeinfo import node_status
-from edgecore.outbox import Outbox
+from edgecore.outbox import Outbox, OutboxEntry
 from protocol import envelope as wire
 from protocol.backoff import reconnect_delay
 from protocol.envelope import Envelope, Op
-from protocol.errors import EdgefleetError, FrameDecodeError, Unavailable
+from protocol.errors import (
+    TRANSIENT_CODES,
+    EdgefleetError,
+    FrameDecodeError,
+    TooLarge,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
 CLOSE_REPLACED = 4000
 CLOSE_REVOKED = 4001
-_TRANSIENT = frozenset({429, 503, 507})
-"""Error codes from the cloud after which an upstream message is kept and resent."""
 CLOSE_UNKNOWN_NODE = 4003
+
+
+STATUSES_FRAME_BYTES = 65_536
+"""A ``statuses`` frame is at most this long (or ``link.maxFrameBytes``, if smaller).  A
+cloud whose frame limit is smaller still answers 413 naming the frame, and the edge
+halves this bound, down to ``_MIN_STATUSES_FRAME_BYTES``, and sends the statuses again."""
+_MIN_STATUSES_FRAME_BYTES = 1024
+_BATCHES_REMEMBERED = 1024
+"""``statuses`` frames whose ack is awaited, at most (older ones are resent anyway)."""
 
 
 def now_ms() -> int:
@@ -102,6 +115,10 @@ class HubClient:
         self.on_publish: Callable[[wire.PublishBody], Awaitable[dict[str, Any] | None]] | None = (
             None)
         self._deliveries: set[asyncio.Task[None]] = set()
+        # ``statuses`` frames sent and not yet answered: frame id -> the entries it holds.
+        self._batches: dict[str, tuple[str, ...]] = {}
+        # Longest ``statuses`` frame to send; halved when the cloud finds one too large.
+        self._statuses_frame_bytes = min(cfg.link.maxFrameBytes, STATUSES_FRAME_BYTES)
         # The cloud refused our certificate as revoked (until a session syncs again).
         self.revoked = False
         # Our certificate has expired (until a session syncs again, after a re-join).
@@ -226,6 +243,7 @@ class HubClient:
 
     async def _session(self, ws: ClientConnection) -> None:
         self._ws = ws
+        self._batches.clear()  # the drain sends everything unacked again
         self.connected.set()
         log.info("connected to %s as node %s", self.cfg.hub, self.cfg.nodeName)
         holdings = self.cache.holdings()
@@ -280,7 +298,10 @@ class HubClient:
                 for hook in self.on_synced:
                     hook()
             elif env.op is Op.ACK:
-                if env.parent_id and self.outbox.remove(env.parent_id):
+                batch = self._batches.pop(env.parent_id or "", None)
+                if batch is not None:
+                    self._on_statuses_ack(env, batch)
+                elif env.parent_id and self.outbox.remove(env.parent_id):
                     self._outbox_wake.set()
             elif env.op is Op.ERROR:
                 self._on_error(env)
@@ -343,7 +364,17 @@ class HubClient:
         except FrameDecodeError:
             log.warning("the cloud sent an unreadable error: %r", env.body)
             return
-        if env.parent_id and body.code in _TRANSIENT:
+        batch = self._batches.pop(env.parent_id or "", None)
+        if batch is not None and body.code == TooLarge.code \
+                and self._statuses_frame_bytes > _MIN_STATUSES_FRAME_BYTES:
+            # The cloud takes smaller frames than ours: send these again in smaller ones.
+            self._statuses_frame_bytes = max(_MIN_STATUSES_FRAME_BYTES,
+                                             self._statuses_frame_bytes // 2)
+            log.warning("the cloud refused %d statuses as one frame (%s); sending statuses "
+                        "in frames of at most %d bytes from now on", len(batch), body.message,
+                        self._statuses_frame_bytes)
+            return
+        if env.parent_id and body.code in TRANSIENT_CODES:
             # Rate limited, or the cloud's store is full or unavailable: not a refusal
             # of the message itself, so the entry stays in the outbox and is resent later.
             # Being rate limited is routine under a burst: not worth a line each time.
@@ -351,11 +382,33 @@ class HubClient:
                     "the cloud could not take an upstream message yet (%s): %s",
                     body.reason, body.message)
             return
-        if env.parent_id and self.outbox.remove(env.parent_id):
-            log.error("the cloud refused an upstream message (%s): %s", body.reason, body.message)
+        entries = batch if batch is not None else (env.parent_id,) if env.parent_id else ()
+        removed = sum(self.outbox.remove(entry) for entry in entries)
+        if removed:
+            log.error("the cloud refused %s (%s): %s",
+                      "an upstream message" if batch is None else f"{removed} statuses",
+                      body.reason, body.message)
             self._outbox_wake.set()
         else:
             log.warning("error from the cloud: %s: %s", body.reason, body.message)
+
+    def _on_statuses_ack(self, env: Envelope, batch: tuple[str, ...]) -> None:
+        """The cloud wrote a ``statuses`` frame: its entries leave the outbox, and those
+        it refused (gone, not ours, invalid: resending cannot help) are logged.  One
+        refused only for now (a transient code) stays, to be sent again."""
+        try:
+            refused = wire.decode_body(env, wire.StatusesAckBody).refused
+        except FrameDecodeError as exc:
+            refused = []
+            log.warning("the cloud acked %d statuses with an unreadable body: %s",
+                        len(batch), exc)
+        kept = {item.id for item in refused if item.code in TRANSIENT_CODES}
+        for item in refused:
+            if item.id not in kept:
+                log.error("the cloud refused an upstream message (%s): %s", item.reason,
+                          item.message)
+        if sum(self.outbox.remove(entry) for entry in batch if entry not in kept):
+            self._outbox_wake.set()
 
     # ---- upstream -----------------------------------------------------------------------
 
@@ -387,9 +440,11 @@ class HubClient:
             if inflight < prev_inflight:  # acks arrived: progress, restart the ack timer
                 oldest_unacked = loop.time() if inflight else None
             entries = self.outbox.peek(last_seq, window - inflight) if inflight < window else []
-            for entry in entries:
-                await self._send(entry.envelope(now_ms()))
-                last_seq = entry.seq
+            for frame, last in self._frames(entries):
+                if self._ws is None:
+                    raise ConnectionError("not connected")
+                await self._ws.send(frame)
+                last_seq = last
                 if oldest_unacked is None:
                     oldest_unacked = loop.time()
             prev_inflight = self.outbox.count_upto(last_seq)
@@ -399,6 +454,45 @@ class HubClient:
                 0.05, oldest_unacked + timeout - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._outbox_wake.wait(), wait)
+
+    def _frames(self, entries: Sequence[OutboxEntry]) -> Iterator[tuple[str, int]]:
+        """The frames that carry ``entries``, in order, each with the sequence number of
+        its last entry.  Consecutive statuses go up together in ``statuses`` frames (one
+        frame, one ack and one cloud transaction for all of them: per status, that was
+        most of the cost of an upload); anything else goes alone."""
+        run: list[OutboxEntry] = []
+        for entry in entries:
+            batchable = entry.op is Op.STATUS and entry.ref is not None \
+                and isinstance(entry.body, dict) and "status" in entry.body
+            if batchable and len(run) < wire.MAX_STATUS_BATCH:
+                run.append(entry)
+                continue
+            yield from self._status_frames(run)
+            run = []
+            if batchable:
+                run.append(entry)
+            else:
+                yield wire.encode(entry.envelope(now_ms())), entry.seq
+        yield from self._status_frames(run)
+
+    def _status_frames(self, run: list[OutboxEntry]) -> Iterator[tuple[str, int]]:
+        if len(run) == 1:
+            yield wire.encode(run[0].envelope(now_ms())), run[0].seq
+        if len(run) <= 1:
+            return
+        frame_id = wire.new_id()
+        frame = wire.encode_statuses(frame_id, now_ms(), [
+            (entry.envelope_id, entry.ref, entry.body["status"])
+            for entry in run if entry.ref is not None])
+        if len(frame.encode()) > self._statuses_frame_bytes:
+            half = len(run) // 2  # too big for one frame (large statuses): split it
+            yield from self._status_frames(run[:half])
+            yield from self._status_frames(run[half:])
+            return
+        if len(self._batches) >= _BATCHES_REMEMBERED:
+            del self._batches[next(iter(self._batches))]
+        self._batches[frame_id] = tuple(entry.envelope_id for entry in run)
+        yield frame, run[-1].seq
 
     # ---- certificate renewal -------------------------------------------------------------
 
@@ -448,5 +542,11 @@ class HubClient:
 
     def report_status(self, ref: wire.ObjectRef, status: dict[str, Any]) -> None:
         """Queue the latest status of an object for the cloud (coalesced per object)."""
-        self.outbox.put(Op.STATUS, ref, {"status": status}, coalesce_key=f"status/{ref.key}")
+        self.report_statuses([(ref, status)])
+
+    def report_statuses(self, statuses: Sequence[tuple[wire.ObjectRef, dict[str, Any]]]) -> None:
+        """Queue the latest statuses of several objects in one outbox transaction (all
+        or none: :class:`~protocol.errors.StoreFull` queues nothing)."""
+        self.outbox.put_many([(Op.STATUS, ref, {"status": status}, f"status/{ref.key}")
+                              for ref, status in statuses])
         self.notify_outbox()

@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,11 @@ _INSERT = ("INSERT INTO outbox (envelope_id, coalesce_key, op, ref, body)"
 FLUSH_DELAY = 0.2  # seconds an acked entry's row may outlive the ack
 _FLUSH_AT = 256  # acked rows deleted at once, whatever the delay
 _REF_CACHE_LIMIT = 4096  # parsed ObjectRefs remembered by their JSON (few objects report)
+
+
+Message = tuple[Op, ObjectRef | None, Any, str | None]
+"""What :meth:`Outbox.put_many` queues: operation, object, body, coalescing key."""
+_Row = tuple[str, str | None, str, str | None, str]  # envelope id, key, op, ref, body
 
 
 @dataclass(frozen=True)
@@ -104,56 +109,76 @@ class Outbox:
         """Durably queue one message; returns its envelope id.  Raises
         :class:`~protocol.errors.StoreFull` when the file is at its cap: then nothing
         changed (an unsent entry it would have replaced is still there)."""
-        envelope_id = new_id()
-        ref_json = ref.model_dump_json() if ref is not None else None
+        return self.put_many([(op, ref, body, coalesce_key)])[0]
+
+    def put_many(self, messages: Sequence[Message]) -> list[str]:
+        """Durably queue several messages in one transaction (in order; a later one
+        replaces an earlier one with the same coalescing key); returns their envelope
+        ids.  All or nothing: on :class:`~protocol.errors.StoreFull` none is queued."""
+        rows = [(new_id(), key, op.value, ref.model_dump_json() if ref is not None else None,
+                 json.dumps(body)) for op, ref, body, key in messages]
         try:
-            self._put(envelope_id, op, ref_json, body, coalesce_key)
+            self._put(rows)
         except sqlite3.Error as exc:
             if is_full(exc):
-                raise store_full(self.path, self.max_bytes, f"a {op.value} message") from exc
+                what = (f"a {messages[0][0].value} message" if len(messages) == 1
+                        else f"{len(messages)} messages")
+                raise store_full(self.path, self.max_bytes, what) from exc
             raise
-        return envelope_id
+        return [row[0] for row in rows]
 
-    def _put(self, envelope_id: str, op: Op, ref_json: str | None, body: Any,
-             coalesce_key: str | None) -> None:
-        replaced = self._by_key.get(coalesce_key) if coalesce_key is not None else None
-        row = (envelope_id, coalesce_key, op.value, ref_json, json.dumps(body))
-        excess = len(self._seqs) + 1 - (replaced is not None) - self.limit
-        rows: list[Any] = []
+    def _put(self, rows: list[_Row]) -> None:
+        by_key = self._by_key
         acked = self._acked
-        if replaced is None and excess <= 0 and not acked:
+        if len(rows) == 1 and not acked and (rows[0][1] is None or rows[0][1] not in by_key) \
+                and len(self._seqs) < self.limit:
             # The usual case (the object's last status has been acked): one statement,
-            # atomic by itself, instead of a transaction of three.
-            seq = self._db.execute(_INSERT, row).lastrowid
+            # atomic by itself, instead of a transaction.
+            seq = self._db.execute(_INSERT, rows[0]).lastrowid
             assert seq is not None
-            self._index(seq, envelope_id, coalesce_key)
+            self._index(seq, rows[0][0], rows[0][1])
             return
+        replaced: list[str] = []  # indexed entries that newer ones replace
+        added: dict[str, tuple[int, str | None]] = {}  # envelope id -> (seq, key)
+        in_batch: dict[str, str] = {}  # coalescing key -> envelope id, this batch
+        dropped: list[Any] = []
         with self._tx():
-            if acked:  # first: one of them may hold this coalescing key
+            if acked:  # first: one of them may hold a coalescing key of this batch
                 self._db.executemany(_DELETE, [(acked_id,) for acked_id in acked])
-            if replaced is not None:
-                self._db.execute("DELETE FROM outbox WHERE coalesce_key = ?", (coalesce_key,))
-            seq = self._db.execute(_INSERT, row).lastrowid
+            for row in rows:
+                envelope_id, key = row[0], row[1]
+                if key is not None:
+                    earlier = in_batch.get(key) or by_key.get(key)
+                    if earlier is not None:
+                        self._db.execute("DELETE FROM outbox WHERE coalesce_key = ?", (key,))
+                        if added.pop(earlier, None) is None:
+                            replaced.append(earlier)
+                    in_batch[key] = envelope_id
+                seq = self._db.execute(_INSERT, row).lastrowid
+                assert seq is not None
+                added[envelope_id] = (seq, key)
+            excess = len(self._seqs) - len(replaced) + len(added) - self.limit
             if excess > 0:
-                rows = self._db.execute(
+                dropped = self._db.execute(
                     "SELECT seq, coalesce_key, envelope_id FROM outbox ORDER BY seq LIMIT ?",
                     (excess,)).fetchall()
-                self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in rows])
-                self.dropped += len(rows)
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?",
+                                     [(r[0],) for r in dropped])
+                self.dropped += len(dropped)
                 log.warning(
                     "outbox full (limit %d): dropped %d oldest message(s) (%s); "
-                    "%d dropped since start", self.limit, len(rows),
-                    ", ".join(str(r[1] or r[0]) for r in rows), self.dropped,
+                    "%d dropped since start", self.limit, len(dropped),
+                    ", ".join(str(r[1] or r[0]) for r in dropped), self.dropped,
                 )
         # Committed: the index follows.
         if acked:
             self._acked = []
-        if replaced is not None:
-            self._unindex(replaced)
-        for dropped in rows:
-            self._unindex(dropped[2])
-        assert seq is not None
-        self._index(seq, envelope_id, coalesce_key)
+        for envelope_id in replaced:
+            self._unindex(envelope_id)
+        for envelope_id, (seq, key) in added.items():
+            self._index(seq, envelope_id, key)
+        for row in dropped:
+            self._unindex(row[2])
 
     def _index(self, seq: int, envelope_id: str, coalesce_key: str | None) -> None:
         if not self._seqs or seq > self._seqs[-1]:

@@ -15,7 +15,9 @@ operation by :func:`decode_body`.
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
@@ -39,6 +41,7 @@ class Op(StrEnum):
     SYNC = "sync"            # on every (re)connect: what the edge holds, key -> resourceVersion
     HEARTBEAT = "heartbeat"  # node status, every heartbeat interval
     STATUS = "status"        # a status the node may write (its Node, later its Devices/Apps)
+    STATUSES = "statuses"    # several statuses in one frame, one ack (StatusesBody)
     CSR = "csr"              # certificate renewal over the authenticated link
     MESSAGE = "message"      # a routed or uploaded edge MQTT message (through the outbox)
     # cloud -> edge
@@ -101,6 +104,32 @@ def encode(env: Envelope) -> str:
     return env.model_dump_json(exclude_none=True)
 
 
+def encode_statuses(frame_id: str, ts: int,
+                    items: Sequence[tuple[str, ObjectRef, dict[str, Any]]]) -> str:
+    """A ``statuses`` frame of (outbox entry id, object, status) items, as
+    :func:`encode` would write it, without building the models (the edge sends a few
+    hundred a second under load; the items were validated when they were queued)."""
+    return json.dumps({
+        "id": frame_id, "ts": ts, "op": Op.STATUSES.value,
+        "body": {"items": [
+            {"id": item_id, "ref": ref.model_dump(exclude_none=True), "status": status}
+            for item_id, ref, status in items
+        ]},
+    }, separators=(",", ":"), ensure_ascii=False)
+
+
+_LEADING_ID = re.compile(r'\{\s*"id"\s*:\s*"([0-9A-Za-z_-]{1,64})"')
+
+
+def leading_id(frame: str | bytes) -> str | None:
+    """The envelope id of a frame too large to decode, when it is the first field (as
+    :func:`encode` and :func:`encode_statuses` write it); else None."""
+    head = frame[:100]
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    found = _LEADING_ID.match(text)
+    return found[1] if found else None
+
+
 def _not_json(name: str) -> Any:
     # json.loads takes NaN and Infinity, which are not JSON: a body holding one would be
     # re-encoded as null and, stored, would make the API answer invalid JSON.
@@ -151,6 +180,49 @@ class StatusBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: dict[str, Any]
+
+
+MAX_STATUS_BATCH = 256
+"""Most statuses one ``statuses`` frame may carry (the edge sends at most its outbox
+window, 64 by default)."""
+
+
+class StatusItem(BaseModel):
+    """One status of a ``statuses`` frame: ``id`` is the outbox entry it comes from, which
+    the ack's ``refused`` list names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    ref: ObjectRef
+    status: dict[str, Any]
+
+
+class StatusesBody(BaseModel):
+    """Edge → cloud: statuses written in one transaction and answered by one ``ack``
+    (:class:`StatusesAckBody`).  An item the cloud refuses (not found, not this node's,
+    invalid) is named in the ack and the others are written; an ``error`` instead means
+    none was written (rate limited, store full or unavailable: resend them all later)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[StatusItem] = Field(min_length=1, max_length=MAX_STATUS_BATCH)
+
+
+class RefusedItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    code: int
+    reason: str
+    message: str
+    field: str | None = None
+
+
+class StatusesAckBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refused: list[RefusedItem] = []
 
 
 class DeleteBody(BaseModel):

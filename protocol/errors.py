@@ -137,6 +137,11 @@ class StoreFull(EdgefleetError):
     code = 507
 
 
+TRANSIENT_CODES = frozenset({RateLimited.code, Unavailable.code, StoreFull.code})
+"""Codes that refuse a message for now, not for what it is: the same message, sent
+again later, can succeed (the edge keeps such upstream messages and resends them)."""
+
+
 _BY_REASON: dict[str, type[EdgefleetError]] = {
     cls.reason: cls
     for cls in (

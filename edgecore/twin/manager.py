@@ -12,7 +12,10 @@ Sources of change, all funnelled through the pure algebra in :mod:`protocol.twin
 Every accepted change is written to sqlite before it is answered.  Reported values and
 the device state go up as the Device's ``status`` through the outbox (coalesced per
 device, so only the latest leaves), paced by the shortest ``reportCycle`` of the
-device's ``reportToCloud`` properties.  After every resync with the cloud every
+device's ``reportToCloud`` properties.  A device that has not reported for a cycle
+reports its first change at once; a busy one waits out its cycle, rounded up to the
+next ``REPORT_TICK``, so busy devices come due together and their statuses go up in one
+outbox transaction and one ``statuses`` frame.  After every resync with the cloud every
 device's full status is queued again, so values reported while the cloud was away
 arrive (latest per property) and desired values changed meanwhile have already come
 down with the resync.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -83,11 +87,17 @@ from protocol.twin_messages import (
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes], Awaitable[None]]
-Upstream = Callable[[ObjectRef, dict[str, Any]], None]
+Upstream = Callable[[list[tuple[ObjectRef, dict[str, Any]]]], None]
+"""Queues the statuses of several Devices for the cloud, all or none."""
 DeviceListener = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], Awaitable[None]]
 Listened = Callable[[str], bool]
 
 DEFAULT_REPORT_CYCLE_MS = 1000
+REPORT_TICK = 0.05
+"""Seconds: busy devices' uploads are due on multiples of this (or of their reportCycle
+when it is shorter).  Per status, a frame, an ack and a cloud commit of their own cost
+more than the status itself (docs/benchmarks.md, Twin pipeline); the tick adds at most
+50 ms to a value that has already waited out a reportCycle."""
 _TOPIC_CACHE_LIMIT = 4096  # request topics whose parse is remembered (a few per device)
 DEFAULT_MAX_QUEUED = 16
 MAX_BATCH = 16
@@ -143,6 +153,7 @@ class DeviceTwins:
         self._reported: dict[str, set[str]] = {}
         self._last_upload: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._uploads: list[tuple[str, ObjectRef, dict[str, Any]]] = []  # due this turn
         self._upload_due: set[str] = set()  # changed for the cloud, not yet committed
         self._task: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -573,9 +584,16 @@ class DeviceTwins:
         cycle = self._report_cycle(device)
         wait = max(0.0, self._last_upload.get(key, float("-inf")) + cycle - self._clock())
         loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(wait, self._upload, key)
+        if wait <= 0:
+            self._timers[key] = loop.call_later(0, self._upload, key)
+            return
+        tick = min(REPORT_TICK, cycle)
+        due = math.ceil((loop.time() + wait) / tick) * tick
+        self._timers[key] = loop.call_at(due, self._upload, key)
 
     def _upload(self, key: str) -> None:
+        """Build the device's status now; it is queued with the others due this turn
+        of the event loop (timers due at the same tick run in the same turn)."""
         self._timers.pop(key, None)
         record = self._records.get(key)
         device = self._devices.get(key)
@@ -591,13 +609,22 @@ class DeviceTwins:
         if record.last_online:
             status["lastOnlineTime"] = record.last_online
         self._last_upload[key] = self._clock()
+        if not self._uploads:
+            asyncio.get_running_loop().call_soon(self._queue_uploads)
+        self._uploads.append((key, ObjectRef(kind="Device", namespace=ns, name=name), status))
+
+    def _queue_uploads(self) -> None:
+        uploads, self._uploads = self._uploads, []
+        if not uploads:
+            return
         try:
-            self._upstream(ObjectRef(kind="Device", namespace=ns, name=name), status)
+            self._upstream([(ref, status) for _, ref, status in uploads])
         except StoreFull as exc:
             # The values are safe in the twin store; try again a report cycle later (the
             # outbox drains as the cloud acks, and every resync queues them anyway).
-            log.warning("twin: the status of %s/%s waits: %s", ns, name, exc)
-            self._schedule_upload(key)
+            log.warning("twin: the statuses of %d device(s) wait: %s", len(uploads), exc)
+            for key, _, _ in uploads:
+                self._schedule_upload(key)
 
     def resync_all(self) -> None:
         """After a resync with the cloud: queue every device's full status again."""

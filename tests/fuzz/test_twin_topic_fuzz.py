@@ -132,7 +132,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         bus, broker = await start_eventbus("embedded", ("127.0.0.1", 0))
         assert broker is not None
 
-        def upstream(ref: ObjectRef, status: dict[str, Any]) -> None:
+        def upstream(statuses: list[tuple[ObjectRef, dict[str, Any]]]) -> None:
             pass  # the cloud side is not under test here
 
         twins = DeviceTwins(NODE, cache, store, publish=bus.publish, upstream=upstream,

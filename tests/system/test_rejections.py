@@ -74,6 +74,31 @@ class RawLink:
                       body: Any = None) -> Envelope:
         return await self.next(await self.send(op, ref=ref, body=body))
 
+    async def send_statuses(self, items: list[tuple[str, ObjectRef, dict[str, Any]]]) -> str:
+        """Send one ``statuses`` frame of (item id, object, status) items, as edgecore
+        batches its outbox; returns the frame's id."""
+        frame_id = wire.new_id()
+        await self.ws.send(wire.encode_statuses(frame_id, now_ms(), items))
+        return frame_id
+
+    async def answers_before_sync(self, parent: str) -> list[Envelope]:
+        """Every envelope answering ``parent`` that arrives before the answer to a sync
+        sent now: the cloud handles a session's frames in order, so whatever it would
+        still say about ``parent`` comes first."""
+        marker = await self.send(Op.SYNC, body={"holdings": {}})
+        answers: list[Envelope] = []
+
+        async def collect() -> None:
+            while True:
+                env = wire.decode(await self.ws.recv())
+                if env.parent_id == marker:
+                    assert env.op is Op.SYNC_DONE, env.body
+                    return
+                if env.parent_id == parent:
+                    answers.append(env)
+        await asyncio.wait_for(collect(), ANSWER_TIMEOUT)
+        return answers
+
     async def sync(self) -> Envelope:
         return await self.request(Op.SYNC, body={"holdings": {}})
 
@@ -228,17 +253,26 @@ def test_certificate_from_another_ca_for_a_real_node_name_is_refused(
 # ---- what a linked node may write ---------------------------------------------------
 
 
-def test_node_may_write_only_its_own_status(
-    cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],
-) -> None:
+def two_nodes(cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],
+              devices: list[tuple[str, str]]) -> tuple[Cloud, Edge]:
+    """A cloud with nodes edge-a and edge-b joined and ``devices`` ((name, node) pairs)
+    applied; returns the cloud and edge-a.  Neither edgecore runs: a raw link is then
+    edge-a's only session."""
     cloud = cloud_factory().start()
     token = cloud.join_token()
-    # Neither edgecore runs: the raw link below is edge-a's only session.
     edge_a = joined(edge_factory(cloud, "edge-a"), token)
     joined(edge_factory(cloud, "edge-b"), token)
     cloud.apply(device_model())
-    cloud.apply(device("dev-a", "edge-a"))
-    cloud.apply(device("dev-b", "edge-b"))
+    for name, node in devices:
+        assert cloud.apply(device(name, node)).status_code == 201
+    return cloud, edge_a
+
+
+def test_node_may_write_only_its_own_status(
+    cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],
+) -> None:
+    cloud, edge_a = two_nodes(cloud_factory, edge_factory,
+                              [("dev-a", "edge-a"), ("dev-b", "edge-b")])
     node_b, dev_b = cloud.get("Node", "edge-b", None), cloud.get("Device", "dev-b")
     hijack = {"conditions": [{"type": "Ready", "status": "False", "reason": "Hijacked",
                               "message": "written by edge-a"}]}
@@ -267,6 +301,89 @@ def test_node_may_write_only_its_own_status(
     assert cloud.get("Device", "dev-b") == dev_b
     assert on_dev_a.op is Op.ACK
     assert cloud.get("Device", "dev-a")["status"]["state"] == "online"
+
+
+def device_ref(name: str) -> ObjectRef:
+    return ObjectRef(kind="Device", namespace="default", name=name)
+
+
+def test_one_statuses_frame_writes_the_allowed_items_and_names_each_refused_one(
+    cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],
+) -> None:
+    cloud, edge_a = two_nodes(cloud_factory, edge_factory,
+                              [("dev-a", "edge-a"), ("dev-a2", "edge-a"), ("dev-b", "edge-b")])
+    dev_a2, dev_b = cloud.get("Device", "dev-a2"), cloud.get("Device", "dev-b")
+    items: list[tuple[str, ObjectRef, dict[str, Any]]] = [
+        ("own", device_ref("dev-a"), {"state": "online"}),
+        ("theirs", device_ref("dev-b"), {"state": "offline"}),
+        ("ghost", device_ref("ghost"), {"state": "online"}),
+        ("invalid", device_ref("dev-a2"), {"state": 42}),  # state is typed as a string
+    ]
+
+    async def scenario() -> tuple[Envelope, list[Envelope]]:
+        async with raw_link(cloud, *edge_credentials(edge_a)) as link:
+            assert (await link.sync()).op is Op.SYNC_DONE
+            frame = await link.send_statuses(items)
+            answer = await link.next(frame)
+            return answer, await link.answers_before_sync(frame)
+
+    answer, more = asyncio.run(scenario())
+
+    assert answer.op is Op.ACK, answer.body
+    assert more == [], "a statuses frame must be answered once"
+    refused = {r.id: r for r in wire.StatusesAckBody.model_validate(answer.body).refused}
+    assert sorted(refused) == ["ghost", "invalid", "theirs"]
+    theirs, ghost, invalid = refused["theirs"], refused["ghost"], refused["invalid"]
+    assert (theirs.code, theirs.reason) == (403, "Forbidden")
+    assert "edge-a" in theirs.message and "dev-b" in theirs.message, theirs.message
+    assert (ghost.code, ghost.reason) == (404, "NotFound") and "ghost" in ghost.message
+    assert invalid.code in (400, 422), invalid
+    assert invalid.field is not None and invalid.field.startswith("body.items[3].status"), (
+        invalid.field)
+    assert cloud.get("Device", "dev-a")["status"] == {"state": "online"}
+    assert cloud.get("Device", "dev-b") == dev_b
+    assert cloud.get("Device", "dev-a2") == dev_a2
+    with cloud.api() as api:
+        assert api.get("/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices/ghost"
+                       ).status_code == 404
+    assert "node edge-a: 3 of 4 statuses refused" in cloud.log()
+
+
+def test_a_statuses_frame_costs_a_token_per_status_and_a_limited_one_writes_nothing(
+    cloud_factory: Callable[..., Cloud], edge_factory: Callable[..., Edge],
+) -> None:
+    # A bucket of 8 refilling at one token every 2 s: the test's frames, sent back to
+    # back, find it as they left it.
+    cloud = cloud_factory(settings={"hub": {"messagesPerSecond": 0.5,
+                                            "messageBurst": 8}}).start()
+    edge = joined(edge_factory(cloud, "edge-a"), cloud.join_token())
+    cloud.apply(device_model())
+    names = [f"dev-{i}" for i in range(5)]
+    for name in names:
+        assert cloud.apply(device(name, "edge-a")).status_code == 201
+
+    async def scenario() -> tuple[Envelope, str, Envelope, Envelope]:
+        async with raw_link(cloud, *edge_credentials(edge)) as link:
+            assert (await link.sync()).op is Op.SYNC_DONE  # 1 token: 7 left
+            first = await link.send_statuses(
+                [(wire.new_id(), device_ref(n), {"state": "online"}) for n in names])
+            first_answer = await link.next(first)  # 5 tokens: 2 left
+            second = await link.send_statuses(
+                [(wire.new_id(), device_ref(n), {"state": "offline"}) for n in names])
+            second_answer = await link.next(second)  # needs 5 of 2: refused whole
+            # A refused frame costs nothing: the 2 tokens left still pay for a sync.
+            return first_answer, second, second_answer, await link.sync()
+
+    first_answer, second, second_answer, sync_after = asyncio.run(scenario())
+
+    assert first_answer.op is Op.ACK and first_answer.body is None, first_answer.body
+    err = error_body(second_answer)
+    assert (err.code, err.reason) == (429, "TooManyRequests"), err
+    assert second_answer.parent_id == second
+    assert sync_after.op is Op.SYNC_DONE
+    # The first frame is written whole, nothing of the second is.
+    assert {n: cloud.get("Device", n).get("status") for n in names} == {
+        n: {"state": "online"} for n in names}
 
 
 # ---- the API ------------------------------------------------------------------------
@@ -359,7 +476,9 @@ def test_malformed_oversized_flooding_and_forbidden_frames_keep_the_link_up(
 
             big = wire.make(Op.HEARTBEAT, ts=now_ms(), body={"padding": "x" * 5000})
             await link.ws.send(wire.encode(big))
-            err = error_body(await link.next(None))
+            # Not decoded, but named by the id that leads it (the edge resends in
+            # smaller frames what the cloud names as too large).
+            err = error_body(await link.next(big.id))
             assert err.code == 413 and "4096" in err.message
             assert (await link.sync()).op is Op.SYNC_DONE
 

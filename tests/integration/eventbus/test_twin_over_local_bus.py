@@ -52,6 +52,14 @@ class Rig:
     broker: EmbeddedBroker
     twins: DeviceTwins
     uploads: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Each call to upstream: when (loop clock) and the (device name, status) it carried.
+    calls: list[tuple[float, list[tuple[str, dict[str, Any]]]]] = field(default_factory=list)
+
+    def known(self, name: str) -> bool:
+        """Whether the twin has taken the Device in (its record is stored on arrival)."""
+        with sqlite3.connect(self.twin_db) as db:
+            return db.execute("SELECT 1 FROM devices WHERE key = ?",
+                              (f"Device/default/{name}",)).fetchone() is not None
 
     def stored_value(self, name: str) -> str | None:
         with sqlite3.connect(self.twin_db) as db:
@@ -72,16 +80,19 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     bus, broker = await start_eventbus("embedded", ("127.0.0.1", 0))
     assert broker is not None
     uploads: list[tuple[str, dict[str, Any]]] = []
+    calls: list[tuple[float, list[tuple[str, dict[str, Any]]]]] = []
 
-    def upstream(ref: ObjectRef, status: dict[str, Any]) -> None:
-        uploads.append((ref.name, status))
+    def upstream(statuses: list[tuple[ObjectRef, dict[str, Any]]]) -> None:
+        batch = [(ref.name, status) for ref, status in statuses]
+        calls.append((asyncio.get_running_loop().time(), batch))
+        uploads.extend(batch)
 
     twins = DeviceTwins(NODE, cache, store, publish=bus.publish, upstream=upstream,
                         listened=bus.has_subscribers)
     for topic_filter in twins.subscriptions():
         await bus.subscribe(topic_filter, twins.on_mqtt)
     await twins.start()
-    yield Rig(cache, tmp_path / "twin.db", bus, broker, twins, uploads)
+    yield Rig(cache, tmp_path / "twin.db", bus, broker, twins, uploads, calls)
     await twins.stop()
     await stop_eventbus(bus, broker)
     store.close()
@@ -172,6 +183,66 @@ async def test_devices_added_while_the_twin_fell_behind_the_cache_are_served(
         await asyncio.sleep(0.2)  # pacing the retries, not synchronising
     assert rig.stored_value("d-1099") == "5"
     assert "fell behind the cache" in caplog.text  # the case this test is about happened
+
+
+def _uploaded_value(status: dict[str, Any]) -> str:
+    [twin] = [t for t in status["twins"] if t["propertyName"] == "temperature"]
+    return str(twin["reported"]["value"])
+
+
+async def test_devices_due_in_the_same_turn_go_to_the_cloud_in_one_call(
+        rig: Rig, peers: Peers) -> None:
+    names = ["line-1", "line-2", "line-3"]
+    cycle = 1.0  # long enough that the second round of updates lands while all are busy
+    for i, name in enumerate(names):
+        device = _device(name, 10 + i)
+        device["spec"]["properties"][0]["reportCycle"] = int(cycle * 1000)
+        rig.cache.upsert(device)
+    apps = [await _app(rig, peers, name) for name in names]
+    # A Device's twin is uploaded when it arrives; from then on each is busy for a cycle.
+    await eventually(lambda: set(names) <= {name for name, _ in rig.uploads},
+                     what="the devices' first statuses")
+    loop = asyncio.get_running_loop()
+    idle_at = rig.calls[-1][0] + cycle + 0.05
+    # Not synchronising with anything: the case needs the clock past the report cycle.
+    await eventually(lambda: loop.time() >= idle_at, within=2 * cycle,
+                     what="the report cycle to pass")
+    before = len(rig.calls)
+
+    # Idle devices: their mappers report in the same turn; the statuses go at once,
+    # together.
+    reported_at = loop.time()
+    await asyncio.gather(*(rig.twins.report_status("default", name, [
+        {"propertyName": "temperature", "reported": {"value": "1"}}]) for name in names))
+    await eventually(lambda: len(rig.calls) > before, what="the uploads of the reports")
+    first_at, first = rig.calls[before]
+    assert first_at - reported_at < cycle / 2  # not held back: they were idle
+    assert sorted(name for name, _ in first) == names
+    assert {_uploaded_value(status) for _, status in first} == {"1"}
+
+    # Busy devices: changed twice each, one device app after the other (different turns
+    # of the loop), within their reportCycle.  Their uploads come due together.
+    for value in ("2", "3"):
+        for app, base in apps:
+            await app.publish(f"{base}/twin/update", _update(f"v{value}", value))
+            result = json.loads((await _next_on(app, "/twin/update/result"))[1])
+            assert result["event_id"] == f"v{value}" and "code" not in result, result
+    assert len(rig.calls) == before + 1, "an update came after the cycle: they must be busy"
+
+    def latest() -> dict[str, str]:
+        return {name: _uploaded_value(status)
+                for _, batch in rig.calls[before:] for name, status in batch}
+
+    await eventually(lambda: latest() == dict.fromkeys(names, "3"), within=10 * cycle,
+                     what="the latest values uploaded")
+    calls = rig.calls[before:]
+    assert len(calls) == 2, [[name for name, _ in batch] for _, batch in calls]
+    assert sum(len(batch) for _, batch in calls) == 2 * len(names)
+    second_at, second = calls[1]
+    assert sorted(name for name, _ in second) == names
+    assert {_uploaded_value(status) for _, status in second} == {"3"}  # only the latest
+    # Paced: not before the cycle had passed since the last upload.
+    assert second_at - first_at >= cycle - 0.01
 
 
 async def _next_on(app: PahoPeer, suffix: str) -> tuple[str, bytes]:
