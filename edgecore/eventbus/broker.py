@@ -45,9 +45,13 @@ What is changed from a stock amqtt broker, and why:
   amqtt, ``max_broadcast_backlog`` in amqtt's broadcast queue (a full one makes the
   delivering connection wait).
 
+At most ``max_subscriber_queue`` QoS 0 messages wait to be sent to one client; beyond,
+new ones for that client are dropped and counted, and amqtt's broadcast queue is kept
+clear of finished deliveries (:mod:`edgecore.eventbus.outqueue`): a client that stops
+reading costs the broker a bounded amount of memory and delays nobody else.
+
 Known limits: FileAuthPlugin verifies argon2 on the event loop thread (tens of ms per
-CONNECT with a username).  What amqtt sends to a slow subscriber waits in one task per
-message, without a bound.
+CONNECT with a username).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ import tempfile
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -75,6 +80,7 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edgecore.eventbus.outqueue import CappedPublisher, prune_finished
 from protocol.errors import InvalidObject
 
 logger = logging.getLogger(__name__)
@@ -83,6 +89,7 @@ LISTENER = "default"
 # KubeEdge's topic namespace (device twin, membership, upload); see kubeedge-protocol §1.
 KUBEEDGE_DOLLAR_PREFIXES: tuple[str, ...] = ("$hw/",)
 
+_PRUNE_AT = 1024  # amqtt broadcast tasks kept before the finished ones are taken out
 _ANON_PLUGIN = "amqtt.plugins.authentication.AnonymousAuthPlugin"
 _FILE_PLUGIN = "amqtt.plugins.authentication.FileAuthPlugin"
 _ACL_PLUGIN = "amqtt.plugins.topic_checking.TopicAccessControlListPlugin"
@@ -127,6 +134,10 @@ class BrokerConfig(BaseModel):
         "amqtt; beyond it QoS 0 publishes are shed and anything else stops the reading")
     max_broadcast_backlog: int = Field(
         default=16, ge=1, description="messages waiting for amqtt's broadcast loop")
+    max_subscriber_queue: int = Field(
+        default=1000, ge=1, description="QoS 0 messages waiting to be sent to one client; "
+        "beyond it new ones for that client are dropped (a client that stops reading "
+        "cannot make the broker grow)")
 
     @field_validator("acl", "publish_acl")
     @classmethod
@@ -425,13 +436,45 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
     """amqtt's broker, plus KubeEdge's ``$hw/`` topics, edgecore's in-process
     subscriber and bounded queues (see the module docstring)."""
 
-    def __init__(self, config: dict[str, Any], broadcast_backlog: int) -> None:
+    def __init__(self, config: dict[str, Any], broadcast_backlog: int,
+                 subscriber_queue: int, on_drop: Callable[[int], None]) -> None:
         super().__init__(config)
         self._broadcast_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(
             maxsize=broadcast_backlog)
         self.local: LocalSubscriber | None = None
         # remote_wants answers, valid until the subscriptions change (every message asks).
         self._wanted: dict[str, bool] = {}
+        # Per connected client (by its protocol handler): what it stands for in broadcasts.
+        self._out: dict[int, CappedPublisher] = {}
+        self._subscriber_queue = subscriber_queue
+        self._on_drop = on_drop
+        self._prune_at = _PRUNE_AT
+
+    def _get_handler(self, session: Any) -> Any:
+        """What amqtt publishes to a client through: a :class:`CappedPublisher` for its
+        handler (amqtt only calls ``mqtt_publish`` on it, as on the handler itself)."""
+        handler = super()._get_handler(session)
+        if handler is None:
+            return None
+        out = self._out.get(id(handler))
+        if out is None or out.handler is not handler:
+            out = self._out[id(handler)] = CappedPublisher(
+                handler, self._subscriber_queue, self._on_drop)
+        return out
+
+    async def _stop_handler(self, handler: Any) -> None:
+        out = self._out.get(id(handler))
+        if out is not None and out.handler is handler:
+            del self._out[id(handler)]
+        await super()._stop_handler(handler)
+
+    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
+        await super()._run_broadcast(running_tasks)
+        if len(running_tasks) > self._prune_at:
+            # amqtt empties this queue from the front only: behind a task stuck on a
+            # client that does not read, finished ones would pile up without end.
+            prune_finished(running_tasks)
+            self._prune_at = max(_PRUNE_AT, 2 * len(running_tasks))
 
     async def add_subscription(self, subscription: tuple[str, int], session: Any) -> int:
         try:
@@ -547,6 +590,9 @@ class EmbeddedBroker:
         self.auth_required = False
         self.shed_publishes = 0
         """QoS 0 publishes dropped at the door (see :class:`_PacketGate`)."""
+        self.dropped_for_slow_clients = 0
+        """QoS 0 messages not sent to a client that had too many waiting (see
+        :mod:`edgecore.eventbus.outqueue`)."""
 
     @property
     def bound_port(self) -> int:
@@ -574,7 +620,8 @@ class EmbeddedBroker:
             # rejected by amqtt's strict config loader (libcheck gotcha 2).
             warnings.filterwarnings("ignore", message=".*'acl' option is deprecated.*")
             # needs the running loop
-            broker = _KubeEdgeBroker(amqtt_config, self.config.max_broadcast_backlog)
+            broker = _KubeEdgeBroker(amqtt_config, self.config.max_broadcast_backlog,
+                                     self.config.max_subscriber_queue, self.note_dropped)
         broker.local = self._local
         await broker.start()
         try:
@@ -654,6 +701,14 @@ class EmbeddedBroker:
                            "from one client)", self.shed_publishes,
                            self.config.max_queue_delay * 1000,
                            self.config.max_client_waiting)
+
+    def note_dropped(self, count: int) -> None:
+        before = self.dropped_for_slow_clients
+        self.dropped_for_slow_clients += count
+        if before.bit_length() != self.dropped_for_slow_clients.bit_length():
+            logger.warning("MQTT broker: %d QoS 0 messages dropped so far for clients that "
+                           "read slower than they are sent to (more than %d waiting)",
+                           self.dropped_for_slow_clients, self.config.max_subscriber_queue)
 
     # ---- connections -------------------------------------------------------------------
 
