@@ -193,7 +193,8 @@ def _uploaded_value(status: dict[str, Any]) -> str:
 async def test_devices_due_in_the_same_turn_go_to_the_cloud_in_one_call(
         rig: Rig, peers: Peers) -> None:
     names = ["line-1", "line-2", "line-3"]
-    cycle = 1.0  # long enough that the second round of updates lands while all are busy
+    cycle = 2.0  # long enough that the second round of updates lands while all are busy,
+    # even on a loaded machine
     for i, name in enumerate(names):
         device = _device(name, 10 + i)
         device["spec"]["properties"][0]["reportCycle"] = int(cycle * 1000)
