@@ -39,9 +39,9 @@ from cloudcore.router import (
     kubeedge_compatible_app,
     router_routes,
 )
+from cloudcore.store.base import node_exists_in
 from cloudcore.store.sqlite import SqliteStore
 from efctl.config import write_efctl_config
-from protocol.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,7 @@ class CloudCore:
             on_joined=lifecycle.register, on_issued=revocations.record_issued,
         )
 
-        async def node_exists(node: str) -> bool:
-            try:
-                await store.get("Node", None, node)
-                return True
-            except NotFound:
-                return False
-
+        node_exists = node_exists_in(store)
         router = Router(
             # ``hub`` is bound below; the router only calls this once serving.
             lambda node, env, timeout: hub.request(node, env, timeout),

@@ -264,9 +264,12 @@ class HubClient:
             await asyncio.gather(*tasks, *self._deliveries, return_exceptions=True)
 
     async def _send(self, env: Envelope) -> None:
+        await self._send_text(wire.encode(env))
+
+    async def _send_text(self, frame: str) -> None:
         if self._ws is None:
             raise ConnectionError("not connected")
-        await self._ws.send(wire.encode(env))
+        await self._ws.send(frame)
 
     # ---- downstream ---------------------------------------------------------------------
 
@@ -441,9 +444,7 @@ class HubClient:
                 oldest_unacked = loop.time() if inflight else None
             entries = self.outbox.peek(last_seq, window - inflight) if inflight < window else []
             for frame, last in self._frames(entries):
-                if self._ws is None:
-                    raise ConnectionError("not connected")
-                await self._ws.send(frame)
+                await self._send_text(frame)
                 last_seq = last
                 if oldest_unacked is None:
                     oldest_unacked = loop.time()

@@ -26,11 +26,11 @@ Semantics (the same for sqlite and, later, etcd):
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from protocol.errors import EdgefleetError
+from protocol.errors import EdgefleetError, NotFound
 from protocol.events import EventType
 from protocol.selectors import Selector
 
@@ -142,3 +142,15 @@ class Store(Protocol):
 
     async def close(self) -> None:
         ...
+
+
+def node_exists_in(store: Store) -> Callable[[str], Awaitable[bool]]:
+    """Whether ``store`` holds a Node of a name, as the callable the hub, the edge
+    downloads and the revoker take (a deleted node's certificate gets nothing)."""
+    async def node_exists(node: str) -> bool:
+        try:
+            await store.get("Node", None, node)
+            return True
+        except NotFound:
+            return False
+    return node_exists

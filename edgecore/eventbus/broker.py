@@ -408,6 +408,12 @@ class _PacketGate(ReaderAdapter):  # type: ignore[misc]
             self._arrived.set()
 
 
+def _crossed_power_of_two(before: int, after: int) -> bool:
+    """Whether a counter went past 1, 2, 4, 8...: such counts are logged that often, so a
+    flood says so without a line per message."""
+    return before.bit_length() != after.bit_length()
+
+
 def _is_qos0_publish(first: int) -> bool:
     return first >> 4 == _PUBLISH and not first & 0x06
 
@@ -695,7 +701,7 @@ class EmbeddedBroker:
 
     def note_shed(self, count: int) -> None:
         before, self.shed_publishes = self.shed_publishes, self.shed_publishes + count
-        if before.bit_length() != self.shed_publishes.bit_length():  # crossed 1, 2, 4...
+        if _crossed_power_of_two(before, self.shed_publishes):
             logger.warning("MQTT broker is saturated: %d QoS 0 publishes shed so far "
                            "(older than %.0f ms at the door, or more than %d waiting "
                            "from one client)", self.shed_publishes,
@@ -705,7 +711,7 @@ class EmbeddedBroker:
     def note_dropped(self, count: int) -> None:
         before = self.dropped_for_slow_clients
         self.dropped_for_slow_clients += count
-        if before.bit_length() != self.dropped_for_slow_clients.bit_length():
+        if _crossed_power_of_two(before, self.dropped_for_slow_clients):
             logger.warning("MQTT broker: %d QoS 0 messages dropped so far for clients that "
                            "read slower than they are sent to (more than %d waiting)",
                            self.dropped_for_slow_clients, self.config.max_subscriber_queue)

@@ -23,6 +23,7 @@ from certs.tls import client_context, server_context
 from cloudcore.dispatch import Dispatcher
 from cloudcore.hub import CLOSE_REVOKED, CLOSE_UNKNOWN_NODE, REVOKED_REASON, Hub, HubConfig
 from cloudcore.revocation import NodeRevoker, RevocationList, certificate_serial, serial_hex
+from cloudcore.store.base import node_exists_in
 from cloudcore.store.sqlite import SqliteStore
 from protocol import envelope as wire
 from protocol.envelope import Envelope, Op
@@ -73,12 +74,7 @@ async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
     async def heartbeat(_node: str, _hb: wire.HeartbeatBody) -> None:
         return None
 
-    async def node_exists(node: str) -> bool:
-        try:
-            await store.get("Node", None, node)
-            return True
-        except NotFound:
-            return False
+    node_exists = node_exists_in(store)
 
     def sign(csr: bytes, node: str) -> bytes:
         cert = ca.sign_node_csr(csr, node, timedelta(hours=1))
