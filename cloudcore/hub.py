@@ -110,7 +110,6 @@ STATUS_OWNERS: dict[str, StatusOwnership] = {
 HttpHook = Callable[[ServerConnection, Request], Awaitable[Response | None]]
 
 
-
 class NodeSession:
     def __init__(self, node: str, ws: ServerConnection, cfg: HubConfig,
                  serial: int | None = None) -> None:
